@@ -1,0 +1,57 @@
+# diffnotes: `make book` builds the rendered book, `make test` runs every test and notebook.
+# Both create .venv and install everything on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+JOBS   ?= 2
+# Torch first, as the CPU build: an unpinned torch pulls a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
+
+.PHONY: install test unit notebooks book book-ci lint format clean bench strip
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+unit: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) tests/
+
+notebooks: $(STAMP)
+	DIFFNOTES_PROFILE=ci OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --nbmake --nbmake-timeout=300 $(NOTEBOOKS)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	DIFFNOTES_PROFILE=ci OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) tests/ --nbmake --nbmake-timeout=300 $(NOTEBOOKS)
+
+book: $(STAMP)
+	$(BIN)/python -m diffnotes.book build
+
+book-ci: $(STAMP)
+	DIFFNOTES_PROFILE=ci $(BIN)/python -m diffnotes.book build
+
+bench: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m bench.samplers
+	OMP_NUM_THREADS=1 $(BIN)/python -m bench.train
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf _build .jupyter_cache
+
+strip: $(STAMP)
+	$(BIN)/python -m diffnotes.book strip notebooks/*.ipynb $(wildcard book/*.ipynb)

@@ -1,0 +1,62 @@
+"""Run profiles: one switch that scales every chapter from a CI smoke run to Colab.
+
+`DIFFNOTES_PROFILE` picks the profile:
+
+- ``ci``: each notebook in <= 60 s on 2 CPU cores (what `make test` runs);
+- ``book``: the default on a CPU, what the rendered book shows (<= 4 min a notebook);
+- ``gpu``: Colab scale, chosen automatically when CUDA is present and the variable is unset.
+
+A chapter reads its settings once, in the cell tagged ``parameters``::
+
+    P = dn.profile()
+    train_steps = P.pick(ci=300, book=3000, gpu=30000)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+
+PROFILES = ("ci", "book", "gpu")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The active profile: its name, the device to compute on, and how to show progress."""
+
+    name: str
+    device: torch.device
+    static: bool  # building the static book: no widgets, no progress bars
+    progress: bool
+
+    def pick(self, *, ci: T, book: T, gpu: T) -> T:
+        """The value for this profile (all three are required so no chapter forgets one)."""
+        return {"ci": ci, "book": book, "gpu": gpu}[self.name]
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+def profile(name: str | None = None) -> Profile:
+    """The profile ``name``, else ``DIFFNOTES_PROFILE``, else ``gpu`` with CUDA or ``book``."""
+    source = "name"
+    if name is None:
+        name, source = os.environ.get("DIFFNOTES_PROFILE", "").strip(), "DIFFNOTES_PROFILE"
+    if not name:
+        name = "gpu" if torch.cuda.is_available() else "book"
+    if name not in PROFILES:
+        allowed = ", ".join(PROFILES)
+        raise ValueError(f"{source}={name!r} is not a profile; allowed values: {allowed}")
+    on_gpu = name == "gpu" and torch.cuda.is_available()
+    static = _flag("DIFFNOTES_STATIC")
+    return Profile(
+        name=name,
+        device=torch.device("cuda" if on_gpu else "cpu"),
+        static=static,
+        progress=not static and name != "ci",
+    )
