@@ -1,0 +1,121 @@
+"""Conversions among eps-, x0-, v-prediction and the score (Ho et al. 2020; Salimans & Ho 2022).
+
+With x_t = sqrt(ab) x0 + sqrt(1 - ab) eps and v = sqrt(ab) eps - sqrt(1 - ab) x0. `alpha_bar` is a
+float, a 0-d tensor or a per-sample (B,) tensor; it is broadcast against x_t.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from diffnotes.schedules import DiscreteSchedule, expand_as
+
+__all__ = [
+    "eps_to_x0",
+    "x0_to_eps",
+    "v_to_eps",
+    "eps_to_v",
+    "v_to_x0",
+    "x0_to_v",
+    "eps_to_score",
+    "score_to_eps",
+    "x0_model",
+    "score_model",
+    "eps_model",
+    "PREDICTIONS",
+]
+
+EpsModel = Callable[[Tensor, Tensor], Tensor]
+PREDICTIONS = ("eps", "x0", "v", "score")
+
+
+def _coefs(alpha_bar: Tensor | float, x: Tensor) -> tuple[Tensor | float, Tensor | float]:
+    ab = torch.as_tensor(alpha_bar, dtype=torch.float64)
+    return expand_as(ab.sqrt(), x), expand_as((1.0 - ab).sqrt(), x)
+
+
+def eps_to_x0(x_t: Tensor, eps: Tensor, alpha_bar: Tensor | float) -> Tensor:
+    """x0 = (x_t - sqrt(1 - ab) eps) / sqrt(ab) (Ho et al. eq. 15)."""
+    a, s = _coefs(alpha_bar, x_t)
+    return (x_t - s * eps) / a
+
+
+def x0_to_eps(x_t: Tensor, x0: Tensor, alpha_bar: Tensor | float) -> Tensor:
+    """eps = (x_t - sqrt(ab) x0) / sqrt(1 - ab)."""
+    a, s = _coefs(alpha_bar, x_t)
+    return (x_t - a * x0) / s
+
+
+def v_to_eps(x_t: Tensor, v: Tensor, alpha_bar: Tensor | float) -> Tensor:
+    """eps = sqrt(ab) v + sqrt(1 - ab) x_t (Salimans & Ho 2022, Appendix D)."""
+    a, s = _coefs(alpha_bar, x_t)
+    return a * v + s * x_t
+
+
+def eps_to_v(x_t: Tensor, eps: Tensor, alpha_bar: Tensor | float) -> Tensor:
+    """v = sqrt(ab) eps - sqrt(1 - ab) x0 = (eps - sqrt(1 - ab) x_t) / sqrt(ab)."""
+    a, s = _coefs(alpha_bar, x_t)
+    return (eps - s * x_t) / a
+
+
+def v_to_x0(x_t: Tensor, v: Tensor, alpha_bar: Tensor | float) -> Tensor:
+    """x0 = sqrt(ab) x_t - sqrt(1 - ab) v."""
+    a, s = _coefs(alpha_bar, x_t)
+    return a * x_t - s * v
+
+
+def x0_to_v(x_t: Tensor, x0: Tensor, alpha_bar: Tensor | float) -> Tensor:
+    """v = (sqrt(ab) x_t - x0) / sqrt(1 - ab)."""
+    a, s = _coefs(alpha_bar, x_t)
+    return (a * x_t - x0) / s
+
+
+def eps_to_score(eps: Tensor, sigma: Tensor | float) -> Tensor:
+    """grad log p(x_t) = -eps / sigma (Vincent 2011; Song et al. 2021 eq. 3)."""
+    return -eps / expand_as(torch.as_tensor(sigma, dtype=torch.float64), eps)
+
+
+def score_to_eps(score: Tensor, sigma: Tensor | float) -> Tensor:
+    """eps = -sigma * score."""
+    return -expand_as(torch.as_tensor(sigma, dtype=torch.float64), score) * score
+
+
+def x0_model(model: EpsModel, schedule: DiscreteSchedule) -> Callable[[Tensor, Tensor], Tensor]:
+    """(x_t, t) -> x0_hat from an eps model; schedule is the one the model was trained with."""
+
+    def predict_x0(x_t: Tensor, t: Tensor) -> Tensor:
+        return eps_to_x0(x_t, model(x_t, t), schedule.alpha_bar(t))
+
+    return predict_x0
+
+
+def score_model(model: EpsModel, schedule: DiscreteSchedule) -> Callable[[Tensor, Tensor], Tensor]:
+    """(x_t, t) -> grad log p(x_t) from an eps model."""
+
+    def score(x_t: Tensor, t: Tensor) -> Tensor:
+        return eps_to_score(model(x_t, t), schedule.sigma(t))
+
+    return score
+
+
+def eps_model(
+    model: Callable[[Tensor, Tensor], Tensor], schedule: DiscreteSchedule, prediction: str
+) -> EpsModel:
+    """An EpsModel from a model predicting `prediction` in 'eps' | 'x0' | 'v' | 'score'."""
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    if prediction == "eps":
+        return model
+
+    def predict_eps(x_t: Tensor, t: Tensor) -> Tensor:
+        out = model(x_t, t)
+        if prediction == "x0":
+            return x0_to_eps(x_t, out, schedule.alpha_bar(t))
+        if prediction == "v":
+            return v_to_eps(x_t, out, schedule.alpha_bar(t))
+        return score_to_eps(out, schedule.sigma(t))
+
+    return predict_eps

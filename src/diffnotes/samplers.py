@@ -1,0 +1,371 @@
+"""Samplers over discrete schedules: DDPM, DDIM (+ inversion), Euler, and NCSN's Langevin dynamics.
+
+Every sampler is a pure function `sampler(model, schedule, ts, x_T, ...)` over an EpsModel
+(x_t (B, ...), t (B,) long) -> eps, a decreasing list of steps `ts` (e.g. `spaced_steps(1000, 50)`)
+and the initial noise x_T; it never edits its inputs and works for any shape (B, ...). A step from
+t to the next listed step t_prev uses alpha_bar at both, which is exactly sampling with the
+respaced schedule (iDDPM Sec. 4); passing `respace(schedule, ts)` with all of its steps gives the
+same samples, the model then seeing `schedule.timesteps[t]`. Noise is drawn as
+`randn(x.shape, generator=generator)` once per step after the model call, none on the final step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from diffnotes.param import eps_to_x0, x0_to_eps
+from diffnotes.schedules import DiscreteSchedule
+
+__all__ = [
+    "ddpm",
+    "ddim",
+    "ddim_invert",
+    "euler",
+    "annealed_langevin",
+    "langevin",
+    "p_sample",
+    "VARIANCES",
+]
+
+EpsModel = Callable[[Tensor, Tensor], Tensor]
+VARIANCES = ("small", "large", "learned")
+Steps = Sequence[int] | Tensor | None
+
+
+def _check_x(x: Tensor, name: str) -> None:
+    if not isinstance(x, Tensor) or x.ndim < 2 or not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating tensor of shape (B, ...), got {type(x)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+
+
+def _randn(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def _call(model: Callable, x: Tensor, t_arg: Tensor, channels: int = 1) -> Tensor:
+    """Call model(x, t) and refuse a wrong shape or non-finite output: never a silent bad sample."""
+    out = model(x, t_arg)
+    want = (x.shape[0], channels * x.shape[1], *x.shape[2:])
+    if not isinstance(out, Tensor) or tuple(out.shape) != want:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"model must return a tensor of shape {want}, got {got}")
+    if not torch.isfinite(out).all():
+        raise ValueError(f"model returned NaN or inf at t={t_arg[0].item()}")
+    return out
+
+
+def _model_t(schedule: DiscreteSchedule, t: int, x: Tensor) -> Tensor:
+    return torch.full((x.shape[0],), int(schedule.timesteps[t]), dtype=torch.long, device=x.device)
+
+
+def _ab(schedule: DiscreteSchedule, t: int) -> float:
+    return 1.0 if t < 0 else float(schedule.alphas_cumprod[t])
+
+
+def _record(traj: dict | None, x: Tensor, x0: Tensor | None = None) -> None:
+    if traj is not None:
+        traj["x_t"].append(x)
+        if x0 is not None:
+            traj["x0_pred"].append(x0)
+
+
+def _finish(x: Tensor, traj: dict | None) -> Tensor | tuple[Tensor, dict]:
+    return x if traj is None else (x, traj)
+
+
+def p_sample(
+    model: EpsModel,
+    schedule: DiscreteSchedule,
+    x: Tensor,
+    t: int,
+    t_prev: int,
+    *,
+    variance: str = "small",
+    clip_x0: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One ancestral step x_t -> x_{t_prev} ~ p(x_{t_prev} | x_t); returns (x_{t_prev}, x0_pred).
+
+    Mean from eq. 7 of Ho et al. with x0 predicted by eq. 15; variance beta_tilde ('small'),
+    beta ('large') or iDDPM's exp(v log beta + (1 - v) log beta_tilde) ('learned', eq. 15).
+    """
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
+    beta = 1.0 - ab / ab_prev  # of the (respaced) step t -> t_prev
+    out = _call(model, x, _model_t(schedule, t, x), 2 if variance == "learned" else 1)
+    eps, v = out.chunk(2, dim=1) if variance == "learned" else (out, None)
+    x0 = eps_to_x0(x, eps, ab)
+    if clip_x0:
+        x0 = x0.clamp(-1.0, 1.0)
+    # mu_tilde = sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(1 - beta) (1 - ab_prev) / (1 - ab) x_t
+    mean = (math.sqrt(ab_prev) * beta / (1.0 - ab)) * x0 + (
+        math.sqrt(1.0 - beta) * (1.0 - ab_prev) / (1.0 - ab)
+    ) * x
+    if t_prev < 0:
+        return mean, x0  # the last step returns the mean, as in DDPM Alg. 2 (z = 0 at t = 1)
+    beta_tilde = beta * (1.0 - ab_prev) / (1.0 - ab)
+    if variance == "small":
+        std = math.sqrt(beta_tilde)
+    elif variance == "large":
+        std = math.sqrt(beta)
+    else:
+        frac = (v + 1.0) / 2.0  # model's v in [-1, 1] interpolates the log-variance
+        std = torch.exp(0.5 * (frac * math.log(beta) + (1.0 - frac) * math.log(beta_tilde)))
+    return mean + std * _randn(x, generator), x0
+
+
+def ddpm(
+    model: EpsModel,
+    schedule: DiscreteSchedule,
+    ts: Steps,
+    x_T: Tensor,
+    *,
+    variance: str = "small",
+    clip_x0: bool = False,
+    generator: torch.Generator | None = None,
+    trajectory: bool = False,
+    progress: bool = False,
+) -> Tensor | tuple[Tensor, dict]:
+    """DDPM ancestral sampling (Ho et al. Alg. 2) on the step list ts; iDDPM's learned variance too.
+
+    With trajectory=True returns (x0, dict(x_t=[x_T, ..., x0], x0_pred=[one per step])).
+    """
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    steps = schedule.check_steps(ts)
+    _check_x(x_T, "x_T")
+    traj = dict(x_t=[x_T], x0_pred=[]) if trajectory else None
+    x = x_T
+    with torch.no_grad():
+        for i, t in enumerate(tqdm(steps, desc="ddpm", disable=not progress)):
+            t_prev = steps[i + 1] if i + 1 < len(steps) else -1
+            x, x0 = p_sample(
+                model,
+                schedule,
+                x,
+                t,
+                t_prev,
+                variance=variance,
+                clip_x0=clip_x0,
+                generator=generator,
+            )
+            _record(traj, x, x0)
+    return _finish(x, traj)
+
+
+def _check_eta(eta: float) -> float:
+    if not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
+        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
+    return float(eta)
+
+
+def ddim(
+    model: EpsModel,
+    schedule: DiscreteSchedule,
+    ts: Steps,
+    x_T: Tensor,
+    *,
+    eta: float = 0.0,
+    clip_x0: bool = False,
+    generator: torch.Generator | None = None,
+    trajectory: bool = False,
+    progress: bool = False,
+) -> Tensor | tuple[Tensor, dict]:
+    """DDIM (Song et al. 2021, eq. 12) with sigma_t(eta) of eq. 16; eta=0 is deterministic.
+
+    eta=1 gives sigma_t^2 = beta_tilde_t, the DDPM posterior step. With clip_x0 the eps used for
+    the direction is re-derived from the clipped x0, as in iDDPM's ddim_sample.
+    """
+    eta = _check_eta(eta)
+    steps = schedule.check_steps(ts)
+    _check_x(x_T, "x_T")
+    traj = dict(x_t=[x_T], x0_pred=[]) if trajectory else None
+    x = x_T
+    with torch.no_grad():
+        for i, t in enumerate(tqdm(steps, desc="ddim", disable=not progress)):
+            t_prev = steps[i + 1] if i + 1 < len(steps) else -1
+            ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
+            eps = _call(model, x, _model_t(schedule, t, x))
+            x0 = eps_to_x0(x, eps, ab)
+            if clip_x0:
+                x0 = x0.clamp(-1.0, 1.0)
+                eps = x0_to_eps(x, x0, ab)
+            # sigma_t = eta sqrt((1 - ab_prev) / (1 - ab)) sqrt(1 - ab / ab_prev)   (eq. 16)
+            sigma = eta * math.sqrt((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev))
+            # x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma z   (eq. 12)
+            x = math.sqrt(ab_prev) * x0 + math.sqrt(max(1.0 - ab_prev - sigma**2, 0.0)) * eps
+            if sigma > 0:
+                x = x + sigma * _randn(x, generator)
+            _record(traj, x, x0)
+    return _finish(x, traj)
+
+
+def ddim_invert(
+    model: EpsModel,
+    schedule: DiscreteSchedule,
+    ts: Steps,
+    x0: Tensor,
+    *,
+    fixed_point_iters: int = 0,
+    trajectory: bool = False,
+    progress: bool = False,
+) -> Tensor | tuple[Tensor, dict]:
+    """Deterministic DDIM encoding x0 -> x_T: eq. 12 with eta=0 run from clean data upwards.
+
+    ts is the sampling list (decreasing) that `ddim` will decode with. The step from level t_prev
+    to t evaluates eps at (x_{t_prev}, t), the convention of diffusers' DDIMInverseScheduler and
+    null-text inversion, so the first step needs no model call at the undefined t = -1. This
+    explicit step makes encode -> decode exact only up to O(1/len(ts)); fixed_point_iters > 0
+    refines each x_t towards the exact inverse of the decoder step, x_t = (x_{t_prev} - c eps(x_t,
+    t)) / a, by fixed-point iteration (as in exact-inversion methods), one model call each.
+    """
+    steps = schedule.check_steps(ts)[::-1]
+    _check_x(x0, "x0")
+    if isinstance(fixed_point_iters, bool) or not isinstance(fixed_point_iters, int):
+        raise ValueError(f"fixed_point_iters must be an integer >= 0, got {fixed_point_iters!r}")
+    if fixed_point_iters < 0:
+        raise ValueError(f"fixed_point_iters must be an integer >= 0, got {fixed_point_iters!r}")
+    traj = dict(x_t=[x0], x0_pred=[]) if trajectory else None
+    x = x0
+    with torch.no_grad():
+        for i, t in enumerate(tqdm(steps, desc="ddim_invert", disable=not progress)):
+            t_prev = steps[i - 1] if i > 0 else -1
+            ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
+            t_arg = _model_t(schedule, t, x)
+            eps = _call(model, x, t_arg)
+            x0_pred = eps_to_x0(x, eps, ab_prev)
+            x_next = math.sqrt(ab) * x0_pred + math.sqrt(1.0 - ab) * eps
+            # decoder step: x_prev = a x_t + c eps(x_t, t), solved for x_t
+            a = math.sqrt(ab_prev / ab)
+            c = math.sqrt(1.0 - ab_prev) - math.sqrt(ab_prev * (1.0 - ab) / ab)
+            for _ in range(fixed_point_iters):
+                x_next = (x - c * _call(model, x_next, t_arg)) / a
+            x = x_next
+            _record(traj, x, x0_pred)
+    return _finish(x, traj)
+
+
+def euler(
+    model: EpsModel,
+    schedule: DiscreteSchedule,
+    ts: Steps,
+    x_T: Tensor,
+    *,
+    trajectory: bool = False,
+    progress: bool = False,
+) -> Tensor | tuple[Tensor, dict]:
+    """Euler on the probability-flow ODE dx/dsigma = eps in sigma space (Karras et al. 2022 Alg. 1).
+
+    sigma_t = sqrt((1 - ab) / ab) and x = x_t / sqrt(ab) (the VE view of a VP model; k-diffusion's
+    sample_euler, diffusers' EulerDiscreteScheduler). x_T is the usual N(0, I) noise at ts[0];
+    trajectory x_t are mapped back to the VP scale.
+    """
+    steps = schedule.check_steps(ts)
+    _check_x(x_T, "x_T")
+    sig = [math.sqrt((1.0 - _ab(schedule, t)) / _ab(schedule, t)) for t in steps] + [0.0]
+    traj = dict(x_t=[x_T], x0_pred=[]) if trajectory else None
+    x = x_T * math.sqrt(1.0 + sig[0] ** 2)
+    with torch.no_grad():
+        for i, t in enumerate(tqdm(steps, desc="euler", disable=not progress)):
+            # the model sees the VP-scaled input x / sqrt(1 + sigma^2) = x_t
+            eps = _call(model, x / math.sqrt(1.0 + sig[i] ** 2), _model_t(schedule, t, x))
+            x0 = x - sig[i] * eps
+            # x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i, with d_i = (x_i - x0) / sigma_i = eps
+            x = x + (sig[i + 1] - sig[i]) * eps
+            if traj is not None:
+                _record(traj, x / math.sqrt(1.0 + sig[i + 1] ** 2), x0)
+    return _finish(x, traj)
+
+
+def _check_positive(value: float, name: str) -> float:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_count(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _call_score(score_fn: Callable, x: Tensor, *args) -> Tensor:
+    out = score_fn(x, *args)
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"score model must return x's shape {tuple(x.shape)}, got {got}")
+    if not torch.isfinite(out).all():
+        raise ValueError("score model returned NaN or inf")
+    return out
+
+
+def annealed_langevin(
+    score_model: Callable[[Tensor, Tensor], Tensor],
+    sigmas: Sequence[float] | Tensor,
+    x_init: Tensor,
+    *,
+    n_steps_each: int = 100,
+    step_lr: float = 2e-5,
+    generator: torch.Generator | None = None,
+    final_denoise: bool = False,
+    trajectory: bool = False,
+    progress: bool = False,
+) -> Tensor | tuple[Tensor, dict]:
+    """NCSN annealed Langevin dynamics (Song & Ermon 2019, Alg. 1) over decreasing sigmas.
+
+    alpha_i = step_lr sigma_i^2 / sigma_L^2 and x <- x + alpha_i/2 s(x, sigma_i) + sqrt(alpha_i) z,
+    the paper's update (the official code steps by step_lr s + sqrt(2 step_lr) z, twice as far).
+    final_denoise adds sigma_L^2 s(x, sigma_L) (Tweedie; Jolicoeur-Martineau et al. 2021).
+    trajectory holds x at the end of every noise level.
+    """
+    sig = torch.as_tensor(sigmas, dtype=torch.float64).flatten().tolist()
+    if not sig or any(not math.isfinite(s) or s <= 0 for s in sig):
+        raise ValueError("sigmas must be a non-empty sequence of positive finite noise levels")
+    if any(b >= a for a, b in zip(sig[:-1], sig[1:])):
+        raise ValueError("sigmas must be strictly decreasing (sigma_1 > ... > sigma_L)")
+    n_steps_each = _check_count(n_steps_each, "n_steps_each")
+    step_lr = _check_positive(step_lr, "step_lr")
+    _check_x(x_init, "x_init")
+    traj = dict(x_t=[x_init], x0_pred=[]) if trajectory else None
+    x = x_init
+    with torch.no_grad():
+        for sigma in tqdm(sig, desc="annealed_langevin", disable=not progress):
+            alpha = step_lr * (sigma / sig[-1]) ** 2
+            s_arg = torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
+            for _ in range(n_steps_each):
+                score = _call_score(score_model, x, s_arg)
+                x = x + (alpha / 2) * score + math.sqrt(alpha) * _randn(x, generator)
+            _record(traj, x)
+        if final_denoise:
+            s_arg = torch.full((x.shape[0],), sig[-1], dtype=x.dtype, device=x.device)
+            x = x + sig[-1] ** 2 * _call_score(score_model, x, s_arg)
+            _record(traj, x)
+    return _finish(x, traj)
+
+
+def langevin(
+    score_fn: Callable[[Tensor], Tensor],
+    x_init: Tensor,
+    *,
+    n_steps: int,
+    step_size: float,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Plain Langevin dynamics at one noise level: x <- x + eps/2 s(x) + sqrt(eps) z."""
+    n_steps = _check_count(n_steps, "n_steps")
+    step_size = _check_positive(step_size, "step_size")
+    _check_x(x_init, "x_init")
+    x = x_init
+    with torch.no_grad():
+        for _ in tqdm(range(n_steps), desc="langevin", disable=not progress):
+            score = _call_score(score_fn, x)
+            x = x + (step_size / 2) * score + math.sqrt(step_size) * _randn(x, generator)
+    return x

@@ -1,0 +1,301 @@
+"""Discrete noise schedules (DDPM, LDM, iDDPM), step lists and the NCSN sigma ladder.
+
+A schedule answers questions about the marginal
+x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps; it holds float64 tables and no sampling
+state. Discrete t is 0-based like diffusers: alpha_bar[0] = 1 - beta_1. The step t = -1 means
+clean data (alpha_bar = 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "DiscreteSchedule",
+    "linear_schedule",
+    "scaled_linear_schedule",
+    "cosine_schedule",
+    "get_schedule",
+    "SCHEDULES",
+    "from_betas",
+    "from_alphas_cumprod",
+    "to_diffusers",
+    "spaced_steps",
+    "space_timesteps",
+    "respace",
+    "sigma_ladder",
+    "expand_as",
+]
+
+TimeLike = int | Sequence[int] | Tensor
+
+
+def _check_T(T: int) -> int:
+    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
+        raise ValueError(f"T must be an integer >= 1, got {T!r}")
+    return int(T)
+
+
+def _as_float64(values, name: str) -> Tensor:
+    if isinstance(values, Tensor):
+        out = values.detach().to(device="cpu", dtype=torch.float64)
+    else:
+        out = torch.as_tensor(np.asarray(values, dtype=np.float64))
+    if out.ndim != 1 or out.numel() < 1:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {tuple(out.shape)}")
+    if not torch.isfinite(out).all():
+        raise ValueError(f"{name} must be finite")
+    return out.clone()
+
+
+def expand_as(values: Tensor | float, x: Tensor) -> Tensor | float:
+    """Broadcast a scalar or a per-sample (B,) table lookup against x (B, ...), in x's dtype."""
+    if not isinstance(values, Tensor):
+        return float(values)
+    values = values.to(device=x.device, dtype=x.dtype)
+    if values.ndim == 0:
+        return values
+    if values.ndim != 1 or values.shape[0] not in (1, x.shape[0]):
+        raise ValueError(
+            f"per-sample values must have shape (B,) = ({x.shape[0]},), got {tuple(values.shape)}"
+        )
+    return values.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+class DiscreteSchedule:
+    """A discrete schedule beta_1..beta_T and its float64 tables (Ho et al. 2020, eq. 4)."""
+
+    def __init__(self, betas: Tensor | Sequence[float], timesteps: Tensor | None = None):
+        betas = _as_float64(betas, "betas")
+        if (betas <= 0).any() or (betas > 1).any():
+            raise ValueError("betas must lie in (0, 1]")
+        self.betas = betas
+        self.T = int(betas.shape[0])
+        self.alphas = 1.0 - betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self.alphas_cumprod_prev = torch.cat([betas.new_ones(1), self.alphas_cumprod[:-1]])
+        # beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) * beta_t   (Ho et al. eq. 7)
+        self.posterior_variance = (
+            betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        )
+        # beta_tilde_0 = 0, so iDDPM clips the log at t = 0 to beta_tilde_1
+        first = self.posterior_variance[1:2] if self.T > 1 else betas[:1]
+        self.posterior_log_variance_clipped = torch.log(
+            torch.cat([first, self.posterior_variance[1:]])
+        )
+        if timesteps is None:
+            timesteps = torch.arange(self.T, dtype=torch.long)
+        timesteps = torch.as_tensor(timesteps, dtype=torch.long).cpu()
+        if timesteps.shape != (self.T,):
+            raise ValueError(f"timesteps must have shape ({self.T},), got {tuple(timesteps.shape)}")
+        self.timesteps = timesteps
+
+    def __len__(self) -> int:
+        return self.T
+
+    def __repr__(self) -> str:
+        return (
+            f"DiscreteSchedule(T={self.T}, beta=[{self.betas[0]:.3g}..{self.betas[-1]:.3g}], "
+            f"alpha_bar_T={self.alphas_cumprod[-1]:.3g})"
+        )
+
+    def _index(self, t: TimeLike) -> Tensor:
+        t = torch.as_tensor(t)
+        if t.is_floating_point() or t.dtype == torch.bool:
+            raise ValueError(f"t must be integer steps in -1..{self.T - 1}, got dtype {t.dtype}")
+        t = t.to(device="cpu", dtype=torch.long)
+        if t.numel() and (t.min() < -1 or t.max() > self.T - 1):
+            raise ValueError(f"t must lie in -1..{self.T - 1} (T={self.T}), got {t.tolist()}")
+        return t
+
+    def alpha_bar(self, t: TimeLike) -> Tensor:
+        """alpha_bar_t = prod_{s<=t} (1 - beta_s) as float64; t = -1 gives 1 (clean data)."""
+        t = self._index(t)
+        table = torch.cat([self.alphas_cumprod, self.alphas_cumprod.new_ones(1)])
+        return table[t]  # index -1 hits the appended 1
+
+    def sigma(self, t: TimeLike) -> Tensor:
+        """Noise std of the marginal, sqrt(1 - alpha_bar_t)."""
+        return torch.sqrt(1.0 - self.alpha_bar(t))
+
+    def snr(self, t: TimeLike) -> Tensor:
+        """Signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) (Kingma et al. 2021)."""
+        ab = self.alpha_bar(t)
+        return ab / (1.0 - ab)
+
+    def check_steps(self, ts: TimeLike | None) -> list[int]:
+        """Validate a sampling step list: strictly decreasing integers in 0..T-1 (None: all T)."""
+        if ts is None:
+            return list(range(self.T - 1, -1, -1))
+        t = torch.as_tensor(ts)
+        if t.is_floating_point() or t.ndim != 1 or t.numel() < 1:
+            raise ValueError("ts must be a non-empty 1-D sequence of integer steps")
+        steps = [int(v) for v in t.tolist()]
+        if min(steps) < 0 or max(steps) > self.T - 1:
+            raise ValueError(f"ts must lie in 0..{self.T - 1} (T={self.T}), got {min(steps)}..")
+        if any(b >= a for a, b in zip(steps[:-1], steps[1:])):
+            raise ValueError(
+                "ts must be strictly decreasing (sampling order), e.g. [999, 979, ...]"
+            )
+        return steps
+
+
+def linear_schedule(
+    T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> DiscreteSchedule:
+    """DDPM's linear betas from beta_start to beta_end (Ho et al. 2020, Sec. 4)."""
+    T = _check_T(T)
+    return DiscreteSchedule(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))
+
+
+def scaled_linear_schedule(
+    T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012
+) -> DiscreteSchedule:
+    """Latent diffusion's betas, linear in sqrt(beta) (Rombach et al. 2022; 'scaled_linear')."""
+    T = _check_T(T)
+    root = torch.linspace(math.sqrt(beta_start), math.sqrt(beta_end), T, dtype=torch.float64)
+    return DiscreteSchedule(root**2)
+
+
+def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> DiscreteSchedule:
+    """iDDPM cosine schedule alpha_bar(t) = f(t)/f(0), f = cos^2(((t/T + s)/(1 + s)) pi/2) (eq. 17).
+
+    beta_t = 1 - alpha_bar(t)/alpha_bar(t-1) is clipped at max_beta (the singularity at t = T).
+    """
+    T = _check_T(T)
+    i = torch.arange(T + 1, dtype=torch.float64)
+    f = torch.cos((i / T + s) / (1 + s) * math.pi / 2) ** 2
+    betas = torch.clamp(1.0 - f[1:] / f[:-1], max=max_beta)
+    return DiscreteSchedule(betas)
+
+
+SCHEDULES = {
+    "linear": linear_schedule,
+    "scaled_linear": scaled_linear_schedule,
+    "cosine": cosine_schedule,
+}
+
+
+def get_schedule(name: str, T: int = 1000) -> DiscreteSchedule:
+    """The named schedule with its paper's defaults: 'linear', 'scaled_linear' or 'cosine'."""
+    if name not in SCHEDULES:
+        raise ValueError(f"name must be one of {sorted(SCHEDULES)}, got {name!r}")
+    return SCHEDULES[name](_check_T(T))
+
+
+def from_betas(betas: Tensor | Sequence[float]) -> DiscreteSchedule:
+    """A schedule from a beta table (e.g. diffusers' `scheduler.betas`)."""
+    return DiscreteSchedule(betas)
+
+
+def from_alphas_cumprod(alphas_cumprod: Tensor | Sequence[float]) -> DiscreteSchedule:
+    """A schedule from alpha_bar, with beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}."""
+    ac = _as_float64(alphas_cumprod, "alphas_cumprod")
+    if (ac <= 0).any() or (ac > 1).any() or (ac[1:] >= ac[:-1]).any():
+        raise ValueError("alphas_cumprod must be strictly decreasing in (0, 1]")
+    prev = torch.cat([ac.new_ones(1), ac[:-1]])
+    return DiscreteSchedule(1.0 - ac / prev)
+
+
+def to_diffusers(schedule: DiscreteSchedule) -> dict:
+    """Keyword arguments giving a diffusers scheduler the same betas (stored there in float32)."""
+    return dict(num_train_timesteps=schedule.T, trained_betas=schedule.betas.tolist())
+
+
+SPACINGS = ("leading", "trailing", "linspace")
+
+
+def spaced_steps(T: int, n: int, spacing: str = "leading") -> Tensor:
+    """n of T steps in sampling order, spaced as in Lin et al. 2024, Table 2 (as diffusers)."""
+    T = _check_T(T)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= T:
+        raise ValueError(f"n must be an integer in 1..T={T}, got {n!r}")
+    # numpy arithmetic on purpose: the same rounding as diffusers' set_timesteps
+    if spacing == "leading":
+        steps = np.arange(0, n) * (T // n)
+    elif spacing == "trailing":
+        steps = np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
+    elif spacing == "linspace":
+        steps = np.linspace(0, T - 1, n).round().astype(np.int64)
+    else:
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    return torch.as_tensor(np.sort(steps)[::-1].copy(), dtype=torch.long)
+
+
+def space_timesteps(T: int, section_counts: str | Sequence[int]) -> list[int]:
+    """iDDPM's respacing: T steps cut into equal sections, each strided to its count (respace.py).
+
+    "10,10,5" takes 10, 10 and 5 evenly spaced steps from three thirds; "ddim25" takes the integer
+    stride that yields exactly 25 steps, as in the DDIM paper.
+    """
+    T = _check_T(T)
+    if isinstance(section_counts, str):
+        if section_counts.startswith("ddim"):
+            try:
+                want = int(section_counts[4:])
+            except ValueError:
+                raise ValueError(
+                    f"section_counts 'ddimN' needs an integer N, got {section_counts!r}"
+                ) from None
+            for stride in range(1, T + 1):
+                if len(range(0, T, stride)) == want:
+                    return list(range(0, T, stride))
+            raise ValueError(
+                f"section_counts {section_counts!r}: no integer stride gives {want} steps"
+            )
+        try:
+            section_counts = [int(c) for c in section_counts.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"section_counts must look like '10,10,5' or 'ddim25', got {section_counts!r}"
+            ) from None
+    counts = list(section_counts)
+    if not counts or any(c < 1 for c in counts):
+        raise ValueError(f"section_counts must be positive integers, got {counts}")
+    if len(counts) > T:
+        raise ValueError(f"section_counts has {len(counts)} sections but T={T}")
+    size_per, extra = divmod(T, len(counts))
+    start, steps = 0, []
+    for i, count in enumerate(counts):
+        size = size_per + (1 if i < extra else 0)
+        if count > size:
+            raise ValueError(f"section_counts: cannot take {count} steps from a section of {size}")
+        stride = 1.0 if count == 1 else (size - 1) / (count - 1)
+        steps += [start + round(k * stride) for k in range(count)]
+        start += size
+    return sorted(set(steps))
+
+
+def respace(schedule: DiscreteSchedule, steps: TimeLike) -> DiscreteSchedule:
+    """The schedule of the kept steps only: beta'_i = 1 - alpha_bar_{k_i} / alpha_bar_{k_{i-1}}.
+
+    Exactly iDDPM's SpacedDiffusion: alpha_bar is unchanged at kept steps; `.timesteps` maps the new
+    indices 0..len-1 to the original steps, which is what a model trained on `schedule` expects.
+    """
+    t = torch.as_tensor(steps)
+    if t.is_floating_point() or t.ndim != 1 or t.numel() < 1:
+        raise ValueError("steps must be a non-empty 1-D sequence of integer steps")
+    kept = torch.unique(t.to(torch.long).cpu())  # sorted ascending
+    if kept.numel() != t.numel():
+        raise ValueError("steps must not repeat")
+    if kept[0] < 0 or kept[-1] > schedule.T - 1:
+        raise ValueError(f"steps must lie in 0..{schedule.T - 1}, got {kept.tolist()}")
+    ac = schedule.alphas_cumprod[kept]
+    prev = torch.cat([ac.new_ones(1), ac[:-1]])
+    return DiscreteSchedule(1.0 - ac / prev, timesteps=schedule.timesteps[kept])
+
+
+def sigma_ladder(sigma_max: float = 1.0, sigma_min: float = 0.01, L: int = 10) -> Tensor:
+    """NCSN noise levels: geometric and decreasing, sigma_1 = sigma_max .. sigma_L = sigma_min."""
+    if not (math.isfinite(sigma_max) and math.isfinite(sigma_min)) or not 0 < sigma_min < sigma_max:
+        raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min!r}, {sigma_max!r}")
+    if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 2:
+        raise ValueError(f"L must be an integer >= 2, got {L!r}")
+    return torch.exp(
+        torch.linspace(math.log(sigma_max), math.log(sigma_min), L, dtype=torch.float64)
+    )

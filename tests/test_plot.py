@@ -1,0 +1,61 @@
+"""Figures: grids, strips, scatters, curves, animations and the widget's static fallback."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from diffnotes import plot  # noqa: E402
+
+
+def test_tile_lays_out_rows() -> None:
+    images = torch.linspace(-1, 1, 6 * 3 * 4 * 5).reshape(6, 3, 4, 5)
+    canvas = plot.tile(images, nrow=3, pad=1)
+    assert canvas.shape == (2 * 5 + 1, 3 * 6 + 1, 3)
+    assert canvas.min() >= 0 and canvas.max() <= 1
+    torch.testing.assert_close(
+        torch.as_tensor(canvas[1:5, 1:6]), ((images[0] + 1) / 2).permute(1, 2, 0).double()
+    )
+
+
+def test_grid_strip_scatter_curves_make_figures() -> None:
+    images = torch.rand(4, 1, 8, 8) * 2 - 1
+    for fig in (
+        plot.grid(images),
+        plot.strip(images, ["a", "b", "c", "d"]),
+        plot.scatter({"x": torch.randn(10, 2), "y": torch.randn(5, 2)}, lim=3),
+        plot.curves([1, 2, 3], {"a": [1, 2, 3]}, hline={"floor": 1.5}, logx=True),
+    ):
+        assert fig.axes
+        plt.close(fig)
+
+
+def test_bad_input_names_the_argument() -> None:
+    with pytest.raises(ValueError, match="images"):
+        plot.grid(torch.zeros(4, 8, 8))
+    with pytest.raises(ValueError, match="labels"):
+        plot.strip(torch.zeros(2, 1, 4, 4), ["one"])
+    with pytest.raises(ValueError, match="panels"):
+        plot.scatter({"bad": torch.zeros(3, 3)})
+    with pytest.raises(ValueError, match="slider"):
+        plot.widget(lambda ax: None)
+
+
+def test_widget_static_fallback_sweeps_first_slider(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIFFNOTES_STATIC", "1")
+    seen = []
+    fig = plot.widget(lambda ax, t, eta: seen.append((t, eta)), t=[0, 10, 20], eta=(0.0, 1.0, 0.1))
+    assert seen == [(0, 0.0), (10, 0.0), (20, 0.0)]
+    assert [ax.get_title() for ax in fig.axes] == ["t = 0", "t = 10", "t = 20"]
+    plt.close(fig)
+
+
+def test_animate_returns_html() -> None:
+    frames = [torch.rand(4, 1, 8, 8) * 2 - 1 for _ in range(3)]
+    html = plot.animate(frames)
+    assert "<script" in html.data
