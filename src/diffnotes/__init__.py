@@ -39,6 +39,8 @@ EXPORTS: dict[str, str] = {
         "guidance": "classifier_free classifier_guidance classifier_grad",
         "interop": "from_diffusers_scheduler to_diffusers_scheduler unet_eps_model",
         "inpaint": "jump_schedule repaint replace_inpaint",
+        "data": "two_d digits shapes sprites save_image_folder image_folder",
+        "models": "UNet UNetConfig TimeMLP MLPConfig count_parameters",
         "train": "train TrainResult",
     }.items()
     for name in names.split()
