@@ -32,7 +32,7 @@ EXPORTS: dict[str, str] = {
         "forward": "q_sample q_posterior",
         "param": "eps_to_x0 x0_to_eps v_to_eps eps_to_v v_to_x0 x0_to_v eps_to_score score_to_eps "
         "x0_model score_model eps_model",
-        "sde": "VPSDE SubVPSDE VESDE reverse_sde predictor_corrector probability_flow "
+        "sde": "SDE VPSDE SubVPSDE VESDE reverse_sde predictor_corrector probability_flow "
         "log_likelihood bits_per_dim time_steps",
         "analytic": "GaussianMixture ring_mixture ncsn_toy",
         "samplers": "ddpm ddim ddim_invert euler annealed_langevin langevin p_sample",
@@ -41,7 +41,11 @@ EXPORTS: dict[str, str] = {
         "inpaint": "jump_schedule repaint replace_inpaint",
         "data": "two_d digits shapes sprites save_image_folder image_folder",
         "models": "UNet UNetConfig TimeMLP MLPConfig count_parameters",
-        "train": "train TrainResult",
+        "losses": "eps_loss hybrid_loss dsm_loss sde_loss vlb_bits_per_dim",
+        "train": "train TrainResult loss_curve",
+        "cache": "cached cache_dir",
+        "metrics": "sliced_wasserstein energy_distance mode_stats noise_floor fd_digits "
+        "fd_digits_floor class_accuracy class_entropy",
     }.items()
     for name in names.split()
 }

@@ -1,0 +1,136 @@
+"""Trained models cached on disk, so rebuilding the book reuses them and any change retrains.
+
+The key is (name, profile, config hash, diffnotes version, code hash): the code hash covers the
+source of the model's module, of `diffnotes.train` and `diffnotes.losses`, and of the ``build`` and
+``fit`` functions, so editing any of them retrains. Files live in ``$DIFFNOTES_CACHE`` (default
+``~/.cache/diffnotes``) as safetensors with a checksum; a damaged entry is retrained, never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import re
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import diffnotes
+from diffnotes.train import read_safetensors, write_safetensors
+
+
+def cache_dir() -> Path:
+    """The cache directory: $DIFFNOTES_CACHE, else ~/.cache/diffnotes."""
+    return Path(os.environ.get("DIFFNOTES_CACHE") or Path.home() / ".cache" / "diffnotes")
+
+
+def config_hash(config: dict) -> str:
+    """A stable short hash of a JSON-able config (keys sorted; non-JSON values by repr)."""
+    text = json.dumps(config, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _source(obj: object) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        code = getattr(obj, "__code__", None)  # e.g. a lambda typed at a prompt
+        return repr(code.co_code + repr(code.co_consts).encode()) if code else repr(obj)
+
+
+def _code_hash(model: nn.Module, build: Callable, fit: Callable) -> str:
+    h = hashlib.sha256()
+    modules = {type(model).__module__, "diffnotes.train", "diffnotes.losses"}
+    for name in sorted(modules):
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if path and os.path.isfile(path):
+            h.update(Path(path).read_bytes())
+    h.update(_source(build).encode())
+    h.update(_source(fit).encode())
+    return h.hexdigest()[:16]
+
+
+def entry_path(name: str, config: dict, *, profile: str | None = None) -> Path:
+    """Where `cached` keeps ``name`` for this config and profile (code hash in the metadata)."""
+    if profile is None:
+        from diffnotes.profile import profile as get_profile
+
+        profile = get_profile().name
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+    return (
+        cache_dir() / safe / f"{profile}-{config_hash(config)}-v{diffnotes.__version__}.safetensors"
+    )
+
+
+def cached(
+    name: str,
+    config: dict,
+    build: Callable[[], nn.Module],
+    fit: Callable[[nn.Module], nn.Module],
+    *,
+    device: torch.device | str | None = None,
+    verbose: bool = True,
+    profile: str | None = None,
+) -> nn.Module:
+    """``fit(build())``, or the weights stored by an earlier call with the same key, in eval mode.
+
+    ``name`` is e.g. 'ddpm/unet'; ``config`` every setting that changes the result (JSON-able);
+    ``fit`` returns the module to keep (e.g. ``lambda m: train(m, ...).ema``) with the
+    architecture ``build()`` makes. The model is returned on ``device`` (default: the profile's).
+    ``profile`` overrides the profile name in the key (e.g. 'any' for a profile-independent model).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name must be a non-empty string like 'ddpm/unet', got {name!r}")
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict of the settings, got {type(config).__name__}")
+    from diffnotes.profile import profile as get_profile
+
+    prof = get_profile()
+    device = torch.device(device) if device is not None else prof.device
+    key_profile = prof.name if profile is None else profile
+    path = entry_path(name, config, profile=key_profile)
+    model = build()
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"build must return an nn.Module, got {type(model).__name__}")
+    code = _code_hash(model, build, fit)
+
+    if path.exists():
+        try:
+            tensors, meta = read_safetensors(path)
+            if meta.get("code") == code:
+                model.load_state_dict(tensors)
+                if verbose:
+                    print(f"cache: loaded {name} ({key_profile}) from {path}")
+                return model.to(device).eval()
+        except (ValueError, RuntimeError) as e:  # damaged or stale: retrain, never load it
+            warnings.warn(f"cache: ignoring {path}: {e}", stacklevel=2)
+
+    start = time.perf_counter()
+    fitted = fit(model)
+    if not isinstance(fitted, nn.Module):
+        raise ValueError(
+            f"fit must return an nn.Module (e.g. train(...).ema), got {type(fitted).__name__}"
+        )
+    seconds = time.perf_counter() - start
+    # clone: tied weights would share storage, which safetensors refuses
+    tensors = {k: v.detach().cpu().clone() for k, v in fitted.state_dict().items()}
+    meta = {
+        "name": name,
+        "profile": key_profile,
+        "config": json.dumps(config, sort_keys=True, default=repr),
+        "version": diffnotes.__version__,
+        "code": code,
+        "seconds": f"{seconds:.1f}",
+    }
+    write_safetensors(path, tensors, meta)
+    if verbose:
+        print(f"cache: trained {name} ({key_profile}) in {seconds:.1f} s -> {path}")
+    return fitted.to(device).eval()

@@ -1,0 +1,81 @@
+"""The model cache: trains once, reloads bit for bit, retrains on any change, survives damage."""
+
+import pytest
+import torch
+from torch import nn
+
+from diffnotes import cache
+
+
+@pytest.fixture(autouse=True)
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFNOTES_CACHE", str(tmp_path))
+    monkeypatch.setenv("DIFFNOTES_PROFILE", "ci")
+    return tmp_path
+
+
+def build():
+    return nn.Linear(3, 2)
+
+
+def make_fit(calls, scale=1.0):
+    def fit(model):
+        calls.append(1)
+        with torch.no_grad():
+            model.weight.fill_(scale)
+        return model
+
+    return fit
+
+
+def test_trains_once_then_loads(tmp_cache):
+    calls = []
+    a = cache.cached("chapter/model", {"lr": 1e-3}, build, make_fit(calls))
+    b = cache.cached("chapter/model", {"lr": 1e-3}, build, make_fit(calls))
+    assert len(calls) == 1 and not b.training
+    for p, q in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(p, q)
+    files = list(tmp_cache.rglob("*"))
+    assert not [f for f in files if f.name.endswith(".tmp")]  # written atomically
+
+
+def test_config_profile_and_code_changes_retrain(monkeypatch):
+    calls = []
+    cache.cached("c/m", {"lr": 1e-3}, build, make_fit(calls))
+    cache.cached("c/m", {"lr": 2e-3}, build, make_fit(calls))  # config
+    assert len(calls) == 2
+    monkeypatch.setenv("DIFFNOTES_PROFILE", "book")
+    cache.cached("c/m", {"lr": 1e-3}, build, make_fit(calls))  # profile
+    assert len(calls) == 3
+
+    def other_fit(model):  # different code, same config
+        calls.append(1)
+        return model
+
+    cache.cached("c/m", {"lr": 1e-3}, build, other_fit)
+    assert len(calls) == 4
+    cache.cached("c/m", {"lr": 1e-3}, build, other_fit)
+    assert len(calls) == 4
+
+
+def test_damaged_entry_is_retrained_not_loaded(tmp_cache):
+    calls = []
+    cache.cached("c/m", {}, build, make_fit(calls, 2.0))
+    path = cache.entry_path("c/m", {}, profile="ci")
+    data = bytearray(path.read_bytes())
+    data[-4] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="corrupt"):
+        model = cache.cached("c/m", {}, build, make_fit(calls, 2.0))
+    assert len(calls) == 2 and torch.equal(model.weight, torch.full((2, 3), 2.0))
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="name"):
+        cache.cached("", {}, build, lambda m: m)
+    with pytest.raises(ValueError, match="config"):
+        cache.cached("c/m", [1], build, lambda m: m)
+    with pytest.raises(ValueError, match="fit"):
+        cache.cached("c/m", {}, build, lambda m: 3)
+    with pytest.raises(ValueError, match="build"):
+        cache.cached("c/m", {}, lambda: 3, lambda m: m)
