@@ -6,6 +6,7 @@ float, a 0-d tensor or a per-sample (B,) tensor; it is broadcast against x_t.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -33,6 +34,8 @@ PREDICTIONS = ("eps", "x0", "v", "score")
 
 
 def _coefs(alpha_bar: Tensor | float, x: Tensor) -> tuple[Tensor | float, Tensor | float]:
+    if isinstance(alpha_bar, (int, float)):  # samplers pass floats: keep the per-step cost low
+        return math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
     ab = torch.as_tensor(alpha_bar, dtype=torch.float64)
     return expand_as(ab.sqrt(), x), expand_as((1.0 - ab).sqrt(), x)
 
@@ -40,6 +43,8 @@ def _coefs(alpha_bar: Tensor | float, x: Tensor) -> tuple[Tensor | float, Tensor
 def eps_to_x0(x_t: Tensor, eps: Tensor, alpha_bar: Tensor | float) -> Tensor:
     """x0 = (x_t - sqrt(1 - ab) eps) / sqrt(ab) (Ho et al. eq. 15)."""
     a, s = _coefs(alpha_bar, x_t)
+    if isinstance(s, float):
+        return torch.add(x_t, eps, alpha=-s).div_(a)  # fused: the sampler's per-step cost
     return (x_t - s * eps) / a
 
 

@@ -55,8 +55,10 @@ def _call(model: Callable, x: Tensor, t_arg: Tensor, channels: int = 1) -> Tenso
     if not isinstance(out, Tensor) or tuple(out.shape) != want:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"model must return a tensor of shape {want}, got {got}")
-    if not torch.isfinite(out).all():
-        raise ValueError(f"model returned NaN or inf at t={t_arg[0].item()}")
+    # one reduction instead of isfinite().all(): a NaN or inf anywhere makes the sum non-finite
+    if not math.isfinite(float(out.sum())):
+        if not torch.isfinite(out).all():
+            raise ValueError(f"model returned NaN or inf at t={t_arg[0].item()}")
     return out
 
 
@@ -105,9 +107,9 @@ def p_sample(
     if clip_x0:
         x0 = x0.clamp(-1.0, 1.0)
     # mu_tilde = sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(1 - beta) (1 - ab_prev) / (1 - ab) x_t
-    mean = (math.sqrt(ab_prev) * beta / (1.0 - ab)) * x0 + (
-        math.sqrt(1.0 - beta) * (1.0 - ab_prev) / (1.0 - ab)
-    ) * x
+    coef_x0 = math.sqrt(ab_prev) * beta / (1.0 - ab)
+    coef_x = math.sqrt(1.0 - beta) * (1.0 - ab_prev) / (1.0 - ab)
+    mean = torch.add(coef_x0 * x0, x, alpha=coef_x)
     if t_prev < 0:
         return mean, x0  # the last step returns the mean, as in DDPM Alg. 2 (z = 0 at t = 1)
     beta_tilde = beta * (1.0 - ab_prev) / (1.0 - ab)
@@ -118,7 +120,8 @@ def p_sample(
     else:
         frac = (v + 1.0) / 2.0  # model's v in [-1, 1] interpolates the log-variance
         std = torch.exp(0.5 * (frac * math.log(beta) + (1.0 - frac) * math.log(beta_tilde)))
-    return mean + std * _randn(x, generator), x0
+        return mean + std * _randn(x, generator), x0
+    return mean.add(_randn(x, generator), alpha=std), x0
 
 
 def ddpm(
