@@ -78,6 +78,36 @@ def strip(paths: list[Path]) -> list[Path]:
     return changed
 
 
+def figure(path: Path, profile_name: str = "book") -> Path:
+    """The README's picture: DDPM on the digits, forward noising above and samples below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from diffnotes import plot
+    from diffnotes.data import digits
+    from diffnotes.forward import q_sample
+    from diffnotes.recipes import digits_ddpm
+    from diffnotes.samplers import ddpm
+
+    model, schedule = digits_ddpm(profile(profile_name))
+    g = torch.Generator().manual_seed(0)
+    x0 = digits(16, "all")[0][:1].repeat(8, 1, 1, 1)
+    ts = torch.tensor([0, 50, 100, 200, 300, 500, 700, 999])
+    x_t = q_sample(schedule, x0, ts, torch.randn(x0.shape, generator=g))
+    x_T = torch.randn(32, 1, 16, 16, generator=g)
+    samples = ddpm(model, schedule, None, x_T, generator=g)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 4.4), height_ratios=[1, 4])
+    plot.grid(x_t, nrow=8, ax=top, title="forward process q(x_t | x_0), t = 0 ... 999")
+    plot.grid(samples, nrow=8, ax=bottom, title="DDPM samples (1000 ancestral steps)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m diffnotes.book", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,7 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--allow-warnings", action="store_true", help="do not fail on warnings")
     s = sub.add_parser("strip", help="remove outputs and execution counts from notebooks")
     s.add_argument("paths", nargs="+", type=Path)
+    f = sub.add_parser("figure", help="render the README picture")
+    f.add_argument("--out", type=Path, default=ROOT / "book" / "_static" / "diffnotes.png")
+    f.add_argument("--profile", choices=PROFILES, default="book")
     args = parser.parse_args(argv)
+    if args.command == "figure":
+        print(f"wrote {figure(args.out, args.profile)}")
+        return 0
     if args.command == "strip":
         for path in strip(args.paths):
             print(f"stripped {path}")
