@@ -193,7 +193,10 @@ def tiny_sdxl(path: str | Path, *, seed: int = 0) -> Path:
         unet=unet,
         scheduler=scheduler,
     )
-    pipe.save_pretrained(path)
+    from diffnotes.lora.weights import quiet
+
+    with quiet():  # no "Writing model shards" widget bar in notebooks
+        pipe.save_pretrained(path)
     for f in tok_dir.iterdir():
         f.unlink()
     tok_dir.rmdir()

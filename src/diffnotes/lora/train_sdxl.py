@@ -227,7 +227,11 @@ def train(args: argparse.Namespace) -> Path:
             "text2image-fine-tune",
             config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))},
         )
-    bar = tqdm(total=max_steps, initial=global_step, desc="Steps", disable=not main)
+    from diffnotes.profile import profile
+
+    # the static book shows no bars: their carriage returns render as one long line there
+    quiet_bar = not main or profile().static
+    bar = tqdm(total=max_steps, initial=global_step, desc="Steps", disable=quiet_bar)
     unwrap = accelerator.unwrap_model
     text_encoders = [models.get("text_encoder", te1), models.get("text_encoder_2", te2)]
     lora_unwrapped = [unwrap(m) for m in models.values()]

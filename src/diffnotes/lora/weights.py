@@ -22,12 +22,26 @@ LORA_KEY = re.compile(
 
 @contextlib.contextmanager
 def quiet():
-    """Silence two known-harmless warnings: diffusers' torch_dtype rename (we keep the name
-    older diffusers understand) and peft's note that a local base model has no hub config."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch_dtype.*is deprecated")
-        warnings.filterwarnings("ignore", message="Could not find a config file")
-        yield
+    """Silence loading bars and two known-harmless warnings: diffusers' torch_dtype rename (we
+    keep the name older diffusers understand) and peft's note that a local base model has no hub
+    config."""
+    import diffusers
+    import transformers
+
+    # loading bars are tqdm.auto: ipywidgets in a notebook, blank boxes in the static book
+    logs = (diffusers.utils.logging, transformers.utils.logging)
+    bars = [log.is_progress_bar_enabled() for log in logs]
+    for log in logs:
+        log.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*is deprecated")
+            warnings.filterwarnings("ignore", message="Could not find a config file")
+            yield
+    finally:
+        for log, enabled in zip(logs, bars):
+            if enabled:
+                log.enable_progress_bar()
 
 
 def lora_layers(unet, text_encoder=None, text_encoder_2=None) -> dict[str, dict]:
