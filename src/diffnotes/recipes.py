@@ -85,7 +85,9 @@ def digits_ddpm(
         loss = eps_loss(sched, "simple")
         return train(model, loss, x0, progress=profile.progress, **hp).ema
 
-    model = cached(f"recipes/digits_ddpm_{schedule}_{size}", config, build, fit)
+    model = cached(
+        f"recipes/digits_ddpm_{schedule}_{size}", config, build, fit, profile=profile.name
+    )
     return model, sched
 
 
@@ -129,5 +131,5 @@ def ring_ddpm(
         loss = eps_loss(sched, weighting)
         return train(model, loss, data, progress=profile.progress, **hp).ema
 
-    model = cached(f"recipes/ring_ddpm_{weighting}", config, build, fit)
+    model = cached(f"recipes/ring_ddpm_{weighting}", config, build, fit, profile=profile.name)
     return model, sched, mixture
