@@ -56,7 +56,7 @@ def _call(model: Callable, x: Tensor, t_arg: Tensor, channels: int = 1) -> Tenso
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"model must return a tensor of shape {want}, got {got}")
     # one reduction instead of isfinite().all(): a NaN or inf anywhere makes the sum non-finite
-    if not math.isfinite(float(out.sum())):
+    if not math.isfinite(float(out.detach().sum())):
         if not torch.isfinite(out).all():
             raise ValueError(f"model returned NaN or inf at t={t_arg[0].item()}")
     return out

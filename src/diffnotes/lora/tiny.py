@@ -108,12 +108,7 @@ CAPTION_WORDS = (
 def tiny_sdxl(path: str | Path, *, seed: int = 0) -> Path:
     """Write a random tiny SDXL pipeline to ``path`` that StableDiffusionXLPipeline loads."""
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import (
         CLIPTextConfig,
         CLIPTextModel,
@@ -121,6 +116,9 @@ def tiny_sdxl(path: str | Path, *, seed: int = 0) -> Path:
         CLIPTokenizer,
     )
 
+    from diffnotes.lora.weights import quiet, sdxl_pipeline_class
+
+    StableDiffusionXLPipeline = sdxl_pipeline_class()
     path = Path(path)
     tok_dir = write_clip_tokenizer(path / "_tokenizer_src", words=CAPTION_WORDS)
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
@@ -193,8 +191,6 @@ def tiny_sdxl(path: str | Path, *, seed: int = 0) -> Path:
         unet=unet,
         scheduler=scheduler,
     )
-    from diffnotes.lora.weights import quiet
-
     with quiet():  # no "Writing model shards" widget bar in notebooks
         pipe.save_pretrained(path)
     for f in tok_dir.iterdir():

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from diffnotes.lora.weights import WEIGHT_NAME
+from diffnotes.lora.weights import WEIGHT_NAME, sdxl_pipeline_class
 
 
 def validation_pipeline(args, vae, te1, te2, unet, weight_dtype, lora_dir):
-    from diffusers import StableDiffusionXLPipeline
+    StableDiffusionXLPipeline = sdxl_pipeline_class()
 
     common = {"revision": args.revision, "variant": args.variant, "torch_dtype": weight_dtype}
     if lora_dir is None:

@@ -22,26 +22,37 @@ LORA_KEY = re.compile(
 
 @contextlib.contextmanager
 def quiet():
-    """Silence loading bars and two known-harmless warnings: diffusers' torch_dtype rename (we
-    keep the name older diffusers understand) and peft's note that a local base model has no hub
-    config."""
+    """Silence loading bars and known-harmless notices: diffusers' torch_dtype rename (we keep the
+    name older diffusers understand), peft's note that a local base model has no hub config, and
+    transformers' notice that image processors fall back to PIL without torchvision (SDXL uses
+    none of them)."""
     import diffusers
     import transformers
 
     # loading bars are tqdm.auto: ipywidgets in a notebook, blank boxes in the static book
     logs = (diffusers.utils.logging, transformers.utils.logging)
     bars = [log.is_progress_bar_enabled() for log in logs]
+    verbosity = transformers.utils.logging.get_verbosity()
     for log in logs:
         log.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch_dtype.*is deprecated")
             warnings.filterwarnings("ignore", message="Could not find a config file")
             yield
     finally:
+        transformers.utils.logging.set_verbosity(verbosity)
         for log, enabled in zip(logs, bars):
             if enabled:
                 log.enable_progress_bar()
+
+
+def sdxl_pipeline_class():
+    """diffusers' StableDiffusionXLPipeline, imported without the torchvision fallback notice."""
+    with quiet():
+        from diffusers import StableDiffusionXLPipeline
+    return StableDiffusionXLPipeline
 
 
 def lora_layers(unet, text_encoder=None, text_encoder_2=None) -> dict[str, dict]:
@@ -64,7 +75,7 @@ def lora_layers(unet, text_encoder=None, text_encoder_2=None) -> dict[str, dict]
 
 def save_lora(folder: str | Path, unet, text_encoder=None, text_encoder_2=None) -> Path:
     """Write ``folder``/pytorch_lora_weights.safetensors atomically (temp file + rename)."""
-    from diffusers import StableDiffusionXLPipeline
+    StableDiffusionXLPipeline = sdxl_pipeline_class()
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -153,9 +164,11 @@ def load_pipeline(
     dtype: torch.dtype = torch.float32,
 ):
     """StableDiffusionXLPipeline from a folder (or cached Hub id), optionally with a LoRA."""
-    from diffusers import AutoencoderKL, StableDiffusionXLPipeline
+    from diffusers import AutoencoderKL
 
     from diffnotes.lora.cli import check_model_source
+
+    StableDiffusionXLPipeline = sdxl_pipeline_class()
 
     check_model_source("pretrained_model_name_or_path", model, "model_index.json")
     kwargs = {}
