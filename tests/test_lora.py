@@ -340,3 +340,15 @@ def test_model_card_and_recipes_keep_the_reading_list():
     assert args.mixed_precision == "fp16" and args.gradient_accumulation_steps == 4
     assert colab_settings("NVIDIA A100-SXM4-40GB", 40)["resolution"] == 1024
     json.dumps(colab_settings(None))
+
+
+def test_sdxl_import_prints_no_torchvision_notice():
+    # transformers falls back to PIL image processors without torchvision and says so on import;
+    # SDXL uses none of them, and the notice would show on the chapter's page
+    code = (
+        "from diffnotes.lora.weights import sdxl_pipeline_class; "
+        "print(sdxl_pipeline_class().__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "StableDiffusionXLPipeline"
+    assert "torchvision" not in out.stderr, out.stderr

@@ -1,10 +1,20 @@
 """Discrete samplers: identities between them, respacing, shapes, Langevin steps and bad input."""
 
+import warnings
+
 import pytest
 import torch
 from torch.testing import assert_close
 
-from diffnotes.samplers import annealed_langevin, ddim, ddim_invert, ddpm, euler, langevin
+from diffnotes.samplers import (
+    annealed_langevin,
+    ddim,
+    ddim_invert,
+    ddpm,
+    euler,
+    langevin,
+    p_sample,
+)
 from diffnotes.schedules import (
     cosine_schedule,
     linear_schedule,
@@ -191,3 +201,17 @@ def test_bad_input_names_the_argument():
         langevin(lambda x: x[:1], x_T, n_steps=1, step_size=0.1)
     with pytest.raises(ValueError, match="n_steps"):
         langevin(lambda x: -x, x_T, n_steps=0, step_size=0.1)
+
+
+def test_a_model_with_gradients_samples_without_warnings():
+    # the finite-output check must not reduce a tensor that still requires grad (torch warns)
+    schedule = linear_schedule(50)
+    net = torch.nn.Linear(2, 2)
+
+    def model(x, t):
+        return net(x)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x, x0 = p_sample(model, schedule, torch.randn(4, 2), 30, 29)  # one step, outside no_grad
+    assert x.shape == x0.shape == (4, 2)
