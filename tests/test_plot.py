@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -59,3 +61,28 @@ def test_animate_returns_html() -> None:
     frames = [torch.rand(4, 1, 8, 8) * 2 - 1 for _ in range(3)]
     html = plot.animate(frames)
     assert "<script" in html.data
+
+
+def test_widget_in_a_kernel_builds_sliders(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `make test` runs notebooks headless with DIFFNOTES_STATIC=1, so the kernel branch is
+    # checked here: a list becomes a selection slider, (min, max, step) an int or float slider
+    import IPython
+    import ipywidgets
+
+    monkeypatch.delenv("DIFFNOTES_STATIC", raising=False)
+    monkeypatch.setattr(IPython, "get_ipython", lambda: SimpleNamespace(kernel=object()))
+    calls = []
+    monkeypatch.setattr(ipywidgets, "interact", lambda fn, **controls: calls.append((fn, controls)))
+    seen = []
+    out = plot.widget(
+        lambda ax, t, eta, k: seen.append((t, eta, k)), t=[0, 10], eta=(0.0, 1.0, 0.5), k=(1, 5, 1)
+    )
+    assert out is None and len(calls) == 1
+    show, controls = calls[0]
+    assert isinstance(controls["t"], ipywidgets.SelectionSlider)
+    assert controls["t"].options == (0, 10)
+    assert isinstance(controls["eta"], ipywidgets.FloatSlider)
+    assert isinstance(controls["k"], ipywidgets.IntSlider)
+    show(t=10, eta=0.5, k=3)
+    assert seen == [(10, 0.5, 3)]
+    plt.close("all")
