@@ -13,7 +13,7 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 # timeout before it finds it (15 s stalls with a 15 s timeout in a stress run, 300 s in make test).
 NBENV  := DIFFNOTES_PROFILE=ci DIFFNOTES_STATIC=1 OMP_NUM_THREADS=1
 
-.PHONY: install test unit notebooks book book-ci lint format clean bench strip
+.PHONY: install test unit notebooks book book-ci lint format clean bench strip claims
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ book: $(STAMP)
 
 book-ci: $(STAMP)
 	DIFFNOTES_PROFILE=ci $(BIN)/python -m diffnotes.book build
+
+# every claim of every chapter over seeds and thread counts, each run with an empty model cache
+CLAIMS_PROFILE ?= ci
+SEEDS   ?= 0 1 2 3 4
+THREADS ?= 1 2
+claims: $(STAMP)
+	$(BIN)/python -m bench.claims --profile $(CLAIMS_PROFILE) --seeds $(SEEDS) --threads $(THREADS)
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m bench.samplers

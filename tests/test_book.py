@@ -67,11 +67,31 @@ def test_notebook_committed_without_outputs(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_has_parameters_cell_and_asserts(path: Path) -> None:
+def test_notebook_has_parameters_cell_and_claims(path: Path) -> None:
     cells = code_cells(path)
     assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells)
-    assert any("assert" in "".join(c["source"]) for c in cells), "a chapter asserts its claim"
+    source = "\n".join("".join(c["source"]) for c in cells)
+    assert f'dn.claims.chapter("{path.stem}")' in source, "the claim log is named after the file"
+    assert "claims.check(" in source, "a chapter asserts its claim through dn.claims"
+    assert "claims.table()" in source, "'What we measured' is built from the claim records"
     assert "-" in path.stem and path.stem[:2].isdigit(), "names look like 01-ddpm.ipynb"
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.name)
+def test_claims_go_through_dn_claims(path: Path) -> None:
+    # a bare assert is neither recorded nor tabled: claims use claims.check, sanity checks
+    # claims.sanity (torch.testing.assert_close for the equation checks is fine)
+    for cell in code_cells(path):
+        for line in "".join(cell["source"]).splitlines():
+            assert not line.lstrip().startswith("assert "), f"{path.name}: {line.strip()}"
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.name)
+def test_seed_comes_from_the_profile(path: Path) -> None:
+    params = [c for c in code_cells(path) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not params:
+        pytest.skip("no parameters cell (a page without experiments)")
+    assert "seed = P.seed" in "".join(params[0]["source"]), "DIFFNOTES_SEED reaches the chapter"
 
 
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.name)

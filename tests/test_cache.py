@@ -79,3 +79,36 @@ def test_bad_input():
         cache.cached("c/m", {}, build, lambda m: 3)
     with pytest.raises(ValueError, match="build"):
         cache.cached("c/m", {}, lambda: 3, lambda m: m)
+
+
+def keep(model):
+    return model
+
+
+def test_seed_is_part_of_the_key_and_sets_the_initial_weights(monkeypatch):
+    a = cache.cached("chapter/seeded", {}, build, keep, seed=0)
+    b = cache.cached("chapter/seeded", {}, build, keep, seed=1)
+    c = cache.cached("chapter/seeded", {}, build, keep, seed=1)
+    assert not torch.equal(a.weight, b.weight)  # another seed: another entry, other weights
+    assert torch.equal(b.weight, c.weight)
+    torch.manual_seed(123)  # the caller's RNG history does not leak into the initial weights
+    monkeypatch.setenv("DIFFNOTES_SEED", "1")
+    d = cache.cached("chapter/seeded-again", {}, build, keep)  # default: DIFFNOTES_SEED
+    assert torch.equal(d.weight, b.weight)
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        cache.cached("chapter/seeded", {}, build, keep, seed=-1)
+
+
+def test_notebook_local_class_source_is_in_the_key():
+    # a class without a source file (as in a notebook): its methods' source enters the code hash
+    namespace = {"nn": nn}
+    exec("class Local(nn.Module):\n    def forward(self, x):\n        return x\n", namespace)
+    one = namespace["Local"]
+    exec("class Local(nn.Module):\n    def forward(self, x):\n        return 2 * x\n", namespace)
+    two = namespace["Local"]
+    assert cache._code_hash(one(), build, keep) != cache._code_hash(two(), build, keep)
+
+
+def test_entry_path_stays_inside_the_cache(tmp_cache):
+    path = cache.entry_path("../../escape", {}, profile="../x", seed=0)
+    assert tmp_cache.resolve() in path.resolve().parents

@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def source_key(profile_name: str, root: Path = ROOT) -> str:
     """A short hash of the package source and the profile: the cache key beside code cells."""
     digest = hashlib.sha256(profile_name.encode())
-    for path in sorted((root / "src" / "diffnotes").rglob("*.py")):
+    pkg = root / "src" / "diffnotes"
+    # the package's code and its data (the claim-robustness summary the chapters' tables show)
+    for path in sorted([*pkg.rglob("*.py"), *pkg.rglob("*.json")]):
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]

@@ -45,29 +45,55 @@ def _source(obj: object) -> str:
         return repr(code.co_code + repr(code.co_consts).encode()) if code else repr(obj)
 
 
+def _class_source(cls: type) -> str:
+    # a class defined in a notebook has no file: hash the source of each of its methods instead
+    parts = [cls.__qualname__]
+    for attr in sorted(vars(cls)):
+        value = vars(cls)[attr]
+        if inspect.isfunction(value):
+            parts.append(_source(value))
+    return "\n".join(parts)
+
+
 def _code_hash(model: nn.Module, build: Callable, fit: Callable) -> str:
     h = hashlib.sha256()
     modules = {type(model).__module__, "diffnotes.train", "diffnotes.losses"}
+    modules |= {
+        type(m).__module__ for m in model.modules() if type(m).__module__.startswith("diffnotes")
+    }
     for name in sorted(modules):
         module = sys.modules.get(name)
         path = getattr(module, "__file__", None)
         if path and os.path.isfile(path):
             h.update(Path(path).read_bytes())
+    # classes without a source file (defined in a notebook) are part of the key too
+    fileless = {
+        type(m)
+        for m in model.modules()
+        if not os.path.isfile(getattr(sys.modules.get(type(m).__module__), "__file__", "") or "")
+    }
+    for cls in sorted(fileless, key=lambda c: c.__qualname__):
+        h.update(_class_source(cls).encode())
+    h.update(repr(model).encode())
     h.update(_source(build).encode())
     h.update(_source(fit).encode())
     return h.hexdigest()[:16]
 
 
-def entry_path(name: str, config: dict, *, profile: str | None = None) -> Path:
-    """Where `cached` keeps ``name`` for this config and profile (code hash in the metadata)."""
-    if profile is None:
+def entry_path(
+    name: str, config: dict, *, profile: str | None = None, seed: int | None = None
+) -> Path:
+    """Where `cached` keeps ``name`` for this config, profile and seed (code hash: metadata)."""
+    if profile is None or seed is None:
         from diffnotes.profile import profile as get_profile
 
-        profile = get_profile().name
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
-    return (
-        cache_dir() / safe / f"{profile}-{config_hash(config)}-v{diffnotes.__version__}.safetensors"
-    )
+        prof = get_profile()
+        profile = prof.name if profile is None else profile
+        seed = prof.seed if seed is None else seed
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.")
+    safe_profile = re.sub(r"[^A-Za-z0-9_-]+", "_", str(profile))
+    file = f"{safe_profile}-s{seed}-{config_hash(config)}-v{diffnotes.__version__}.safetensors"
+    return cache_dir() / safe / file
 
 
 def cached(
@@ -79,6 +105,7 @@ def cached(
     device: torch.device | str | None = None,
     verbose: bool = True,
     profile: str | None = None,
+    seed: int | None = None,
 ) -> nn.Module:
     """``fit(build())``, or the weights stored by an earlier call with the same key, in eval mode.
 
@@ -86,6 +113,9 @@ def cached(
     ``fit`` returns the module to keep (e.g. ``lambda m: train(m, ...).ema``) with the
     architecture ``build()`` makes. The model is returned on ``device`` (default: the profile's).
     ``profile`` overrides the profile name in the key (e.g. 'any' for a profile-independent model).
+    ``seed`` (default: the profile's, i.e. ``DIFFNOTES_SEED``) is part of the key and seeds the
+    global RNG around ``build()``, so the initial weights follow it; ``fit`` should pass the same
+    seed to `diffnotes.train.train`.
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be a non-empty string like 'ddpm/unet', got {name!r}")
@@ -96,8 +126,13 @@ def cached(
     prof = get_profile()
     device = torch.device(device) if device is not None else prof.device
     key_profile = prof.name if profile is None else profile
-    path = entry_path(name, config, profile=key_profile)
-    model = build()
+    seed = prof.seed if seed is None else seed
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    path = entry_path(name, config, profile=key_profile, seed=seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # initial weights follow the seed, not the notebook's history
+        model = build()
     if not isinstance(model, nn.Module):
         raise ValueError(f"build must return an nn.Module, got {type(model).__name__}")
     code = _code_hash(model, build, fit)

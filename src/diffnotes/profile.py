@@ -6,6 +6,9 @@
 - ``book``: the default on a CPU, what the rendered book shows (<= 4 min a notebook);
 - ``gpu``: Colab scale, chosen automatically when CUDA is present and the variable is unset.
 
+`DIFFNOTES_SEED` (default 0) is the seed every chapter derives its random choices from (data,
+initialisation, training batches, sampling noise); `bench.claims` reruns chapters over several.
+
 A chapter reads its settings once, in the cell tagged ``parameters``::
 
     P = dn.profile()
@@ -32,6 +35,7 @@ class Profile:
     device: torch.device
     static: bool  # building the static book: no widgets, no progress bars
     progress: bool
+    seed: int = 0  # DIFFNOTES_SEED: every random choice of a chapter derives from it
 
     def pick(self, *, ci: T, book: T, gpu: T) -> T:
         """The value for this profile (all three are required so no chapter forgets one)."""
@@ -42,8 +46,27 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
 
 
+def seed_from_env() -> int:
+    """``DIFFNOTES_SEED`` as an int >= 0 (default 0): the one seed knob of the whole book."""
+    text = os.environ.get("DIFFNOTES_SEED", "").strip()
+    if not text:
+        return 0
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0 or seed >= 2**31:
+        raise ValueError(
+            f"DIFFNOTES_SEED={text!r} is not a seed; allowed values: integers 0..2**31-1"
+        )
+    return seed
+
+
 def profile(name: str | None = None) -> Profile:
-    """The profile ``name``, else ``DIFFNOTES_PROFILE``, else ``gpu`` with CUDA or ``book``."""
+    """The profile ``name``, else ``DIFFNOTES_PROFILE``, else ``gpu`` with CUDA or ``book``.
+
+    Its ``seed`` is ``DIFFNOTES_SEED`` (default 0).
+    """
     source = "name"
     if name is None:
         name, source = os.environ.get("DIFFNOTES_PROFILE", "").strip(), "DIFFNOTES_PROFILE"
@@ -59,4 +82,5 @@ def profile(name: str | None = None) -> Profile:
         device=torch.device("cuda" if on_gpu else "cpu"),
         static=static,
         progress=not static and name != "ci",
+        seed=seed_from_env(),
     )

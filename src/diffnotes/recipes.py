@@ -56,18 +56,27 @@ def digits_unet_config(profile: Profile, size: int = 16) -> UNetConfig:
     )
 
 
+def _seed(profile: Profile, seed: int | None) -> int:
+    seed = profile.seed if seed is None else seed
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0 (or None for the profile's), got {seed!r}")
+    return seed
+
+
 def digits_ddpm(
-    profile: Profile, *, schedule: str = "linear", size: int = 16
+    profile: Profile, *, schedule: str = "linear", size: int = 16, seed: int | None = None
 ) -> tuple[nn.Module, DiscreteSchedule]:
     """DDPM on the digits: eps U-Net trained with L_simple (Ho et al. 2020, Alg. 1, eq. 14), T=1000.
 
     Returns (EMA model in eval mode on ``profile.device``, its schedule). Unconditional; trained on
-    all 1,797 digits at ``size`` pixels (8, 16 or 32).
+    all 1,797 digits at ``size`` pixels (8, 16 or 32). ``seed`` (default ``profile.seed``, i.e.
+    ``DIFFNOTES_SEED``) sets the initial weights and the training batches and noise.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if size not in (8, 16, 32):
         raise ValueError(f"size must be one of (8, 16, 32), got {size!r}")
+    seed = _seed(profile, seed)
     sched = get_schedule(schedule, 1000)
     cfg = digits_unet_config(profile, size)
     hp = profile.pick(
@@ -75,7 +84,9 @@ def digits_ddpm(
         book=dict(steps=800, batch_size=64, lr=2e-3),
         gpu=dict(steps=20000, batch_size=128, lr=2e-4),
     )
-    config = dict(data=f"digits{size}/all", schedule=schedule, T=1000, unet=asdict(cfg), **hp)
+    config = dict(
+        data=f"digits{size}/all", schedule=schedule, T=1000, unet=asdict(cfg), seed=seed, **hp
+    )
 
     def build() -> nn.Module:
         return UNet(cfg).to(profile.device)
@@ -83,25 +94,36 @@ def digits_ddpm(
     def fit(model: nn.Module) -> nn.Module:
         x0 = digits(size, "all")[0].to(profile.device)
         loss = eps_loss(sched, "simple")
-        return train(model, loss, x0, progress=profile.progress, **hp).ema
+        return train(model, loss, x0, seed=seed, progress=profile.progress, **hp).ema
 
     model = cached(
-        f"recipes/digits_ddpm_{schedule}_{size}", config, build, fit, profile=profile.name
+        f"recipes/digits_ddpm_{schedule}_{size}",
+        config,
+        build,
+        fit,
+        profile=profile.name,
+        seed=seed,
     )
     return model, sched
 
 
 def ring_ddpm(
-    profile: Profile, *, weighting: str = "simple", mixture: GaussianMixture | None = None
+    profile: Profile,
+    *,
+    weighting: str = "simple",
+    mixture: GaussianMixture | None = None,
+    seed: int | None = None,
 ) -> tuple[nn.Module, DiscreteSchedule, GaussianMixture]:
     """A TimeMLP eps-model on the 8-Gaussian ring, linear schedule, T=1000 (Ho et al. eq. 14/12).
 
     ``weighting``: 'simple' (L_simple) or 'vlb' (the fixed-variance true-VLB weights of
     `diffnotes.losses.eps_loss`); both arms get the same network, data stream and budget.
+    ``seed`` (default ``profile.seed``) sets the initial weights, the data stream and the noise.
     Returns (EMA model in eval mode, schedule, the mixture it was trained on).
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    seed = _seed(profile, seed)
     mixture = mixture or ring_mixture()
     sched = get_schedule("linear", 1000)
     cfg = profile.pick(
@@ -118,7 +140,7 @@ def ring_ddpm(
     data_key = dict(
         weights=mixture.weights.tolist(), means=mixture.means.tolist(), covs=mixture.covs.tolist()
     )
-    config = dict(mixture=data_key, weighting=weighting, T=1000, mlp=asdict(cfg), **hp)
+    config = dict(mixture=data_key, weighting=weighting, T=1000, mlp=asdict(cfg), seed=seed, **hp)
 
     def build() -> nn.Module:
         return TimeMLP(cfg).to(profile.device)
@@ -129,7 +151,9 @@ def ring_ddpm(
             return mixture.sample(n, generator=g).float()
 
         loss = eps_loss(sched, weighting)
-        return train(model, loss, data, progress=profile.progress, **hp).ema
+        return train(model, loss, data, seed=seed, progress=profile.progress, **hp).ema
 
-    model = cached(f"recipes/ring_ddpm_{weighting}", config, build, fit, profile=profile.name)
+    model = cached(
+        f"recipes/ring_ddpm_{weighting}", config, build, fit, profile=profile.name, seed=seed
+    )
     return model, sched, mixture

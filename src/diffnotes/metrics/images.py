@@ -136,6 +136,7 @@ def digits_classifier(*, steps: int = 500, seed: int = 0, verbose: bool = True) 
         device="cpu",
         verbose=verbose,
         profile="any",  # the same classifier serves every profile
+        seed=seed,  # a fixed instrument: DIFFNOTES_SEED does not change it
     )
     model.requires_grad_(False)
     _CLASSIFIERS[key] = model
