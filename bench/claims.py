@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                     ok=r.returncode == 0,
                     seconds=round(r.seconds, 1),
                     error=r.error,
+                    values={rec["name"]: rec["value"] for rec in r.records},
                 )
                 for r in runs
             ],
