@@ -163,6 +163,28 @@ def test_lora_that_does_not_match_is_refused(tiny, tmp_path):
         load_pipeline(str(tiny), lora=tmp_path)
 
 
+# The trainer, with checkpoint.save_checkpoint monkeypatched to SIGKILL the process in the save
+# of checkpoint-{step}: after the LoRA file is in the temp folder, before state.json marks it
+# complete. A child process, since a kill is the fault under test.
+KILL_IN_SAVE = """
+import os, signal, sys
+from diffnotes.lora import checkpoint, train_sdxl
+
+save = checkpoint.save_checkpoint
+
+def save_then_die(output_dir, step, *, write_lora=None, **kw):
+    def write_and_die(folder):
+        write_lora(folder)
+        if step == {step}:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return save(output_dir, step, write_lora=write_and_die, **kw)
+
+checkpoint.save_checkpoint = save_then_die
+sys.exit(train_sdxl.main(sys.argv[1:]))
+"""
+
+
 def test_resume_after_sigkill_is_bit_identical(tiny, shapes_dir, tmp_path):
     """Killed during the save of checkpoint-6 (after checkpoint-3), resumed: same LoRA bits."""
     from safetensors.torch import load_file
@@ -187,13 +209,13 @@ def test_resume_after_sigkill_is_bit_identical(tiny, shapes_dir, tmp_path):
 
     cmd = [
         sys.executable,
-        "-m",
-        "diffnotes.lora.train_sdxl",
+        "-c",
+        KILL_IN_SAVE.format(step=6),
         *to_argv(**flags(tiny, shapes_dir, killed, **kw)),
     ]
     proc = subprocess.run(
         cmd,
-        env=run_env(DIFFNOTES_LORA_FAULT="kill_in_save:6"),
+        env=run_env(),
         capture_output=True,
         text=True,
         timeout=300,

@@ -8,6 +8,7 @@ from torch.testing import assert_close
 
 from diffnotes import losses
 from diffnotes.data import digits
+from diffnotes.forward import q_sample
 from diffnotes.models.unet import UNet, UNetConfig
 from diffnotes.schedules import linear_schedule, respace
 from diffnotes.sde import VPSDE
@@ -36,7 +37,7 @@ def test_vlb_weighting_matches_the_kl_terms():
     B = x0.shape[0]
     t = torch.randint(1, 1000, (B,), generator=torch.Generator().manual_seed(1))
     eps = torch.randn(x0.shape, dtype=x0.dtype, generator=torch.Generator().manual_seed(2))
-    x_t = losses._q_sample(SCHED, x0, t, eps)
+    x_t = q_sample(SCHED, x0, t, eps)
     e_a, e_b = eps + 0.1 * torch.randn_like(eps), eps - 0.3 * torch.randn_like(eps)
     kl = []
     for e in (e_a, e_b):

@@ -1,5 +1,7 @@
 """Model output shapes for every configuration, conditioning, parameter counts, bad input."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch.testing import assert_close
@@ -212,3 +214,39 @@ def test_gan_parts(kind):
         parts["DDGANDiscriminator"][0](x[..., :1], x, t)
     with pytest.raises(ValueError, match="kind"):
         models.Generator(kind="rnn")
+
+
+def test_configs_share_the_backbone_and_keep_their_fields():
+    for cfg in (
+        models.UNetConfig(),
+        models.ClassifierConfig(),
+        models.LatentUNetConfig(),
+        models.VideoUNetConfig(),
+        models.GANConfig(),
+    ):
+        assert isinstance(cfg, models.BackboneConfig) and cfg.emb_dim == 4 * cfg.base_channels
+    assert isinstance(models.AutoencoderConfig(), models.ConvConfig)
+    # asdict(UNetConfig) and MLPConfig.__dict__ are cache keys: the same fields as before.
+    unet_fields = (
+        "image_size in_channels out_channels base_channels channel_mults num_res_blocks "
+        "attention_resolutions num_heads dropout num_groups num_classes learned_variance time_scale"
+    )
+    assert set(dataclasses.asdict(models.UNetConfig())) == set(unet_fields.split())
+    mlp = models.MLPConfig(hidden=64, depth=2, dim=3, learned_variance=True, time_scale=1000.0)
+    assert list(mlp.__dict__) == "dim hidden depth num_classes learned_variance time_scale".split()
+    # Subclass defaults override the backbone's; positional arguments are refused, not misread.
+    latent = models.LatentUNetConfig()
+    assert (latent.base_channels, latent.attention_resolutions, latent.num_heads) == (48, (8, 4), 4)
+    assert models.GANConfig().attention_resolutions == ()
+    with pytest.raises(TypeError):
+        models.UNetConfig(16)
+
+
+def test_gan_conv_parts_take_the_backbone_fields():
+    cfg = models.GANConfig(kind="conv", num_res_blocks=2, attention_resolutions=(8,), num_heads=2)
+    x, z, t = torch.randn(2, 1, 16, 16), torch.randn(2, cfg.z_dim), torch.randint(0, 4, (2,))
+    plain = models.GANConfig(kind="conv")
+    for part, args in [("DDGANGenerator", (x, z, t)), ("DDGANDiscriminator", (x, x, t))]:
+        model = getattr(models, part)(cfg)
+        assert count_parameters(model) > count_parameters(getattr(models, part)(plain))
+        assert model(*args).shape == (x.shape if part == "DDGANGenerator" else (2,))

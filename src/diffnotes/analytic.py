@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffnotes.schedules import NoiseSchedule
+
 __all__ = ["GaussianMixture", "ring_mixture", "ncsn_toy"]
 
 _F64 = torch.float64
@@ -68,7 +70,7 @@ class GaussianMixture:
             raise ValueError(f"x must have {self.dim} features per sample, got {tuple(x.shape)}")
         return x.reshape(x.shape[0], -1).to(_F64)
 
-    def _coeffs(self, schedule: Any, t: Any, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _coeffs(self, schedule: NoiseSchedule, t: Any, x: Tensor) -> tuple[Tensor, Tensor]:
         """alpha_bar(t), sigma(t) as float64 (B|1, 1)."""
         ab = torch.as_tensor(schedule.alpha_bar(t), dtype=_F64).reshape(-1, 1).to(x.device)
         sig = torch.as_tensor(schedule.sigma(t), dtype=_F64).reshape(-1, 1).to(x.device)
@@ -141,7 +143,7 @@ class GaussianMixture:
         return torch.logsumexp(self._terms(xf, one, zero)[0], -1).to(x.dtype)
 
     # -- noisy distribution under a schedule -------------------------------------------------
-    def noisy(self, schedule: Any, t: Any) -> GaussianMixture:
+    def noisy(self, schedule: NoiseSchedule, t: Any) -> GaussianMixture:
         """x_t's mixture at one t: means sqrt(alpha_bar) mu_k, covs alpha_bar Sigma_k + sigma^2."""
         ab = torch.as_tensor(schedule.alpha_bar(t), dtype=_F64)
         sig = torch.as_tensor(schedule.sigma(t), dtype=_F64)
@@ -150,27 +152,27 @@ class GaussianMixture:
         ab, sig = float(ab), float(sig)
         return GaussianMixture(self.weights, math.sqrt(ab) * self.means, ab * self.covs + sig**2)
 
-    def log_prob_t(self, x: Tensor, t: Any, schedule: Any) -> Tensor:
+    def log_prob_t(self, x: Tensor, t: Any, schedule: NoiseSchedule) -> Tensor:
         """log p_t(x_t) (B,)."""
         xf = self._flat(x)
         return torch.logsumexp(self._terms(xf, *self._coeffs(schedule, t, x))[0], -1).to(x.dtype)
 
-    def class_posterior(self, x: Tensor, t: Any, schedule: Any) -> Tensor:
+    def class_posterior(self, x: Tensor, t: Any, schedule: NoiseSchedule) -> Tensor:
         """p(y = k | x_t) (B, K): Bayes' rule over the noisy components."""
         xf = self._flat(x)
         return torch.softmax(self._terms(xf, *self._coeffs(schedule, t, x))[0], -1).to(x.dtype)
 
-    def score(self, x: Tensor, t: Any, schedule: Any) -> Tensor:
+    def score(self, x: Tensor, t: Any, schedule: NoiseSchedule) -> Tensor:
         """grad_x log p_t(x) = sum_k p(k | x_t) (m_k - x) / v_k."""
         s = self._score(self._flat(x), *self._coeffs(schedule, t, x))
         return s.reshape(x.shape).to(x.dtype)
 
-    def eps(self, x: Tensor, t: Any, schedule: Any) -> Tensor:
+    def eps(self, x: Tensor, t: Any, schedule: NoiseSchedule) -> Tensor:
         """The optimal eps-predictor E[eps | x_t] = -sigma(t) score (Tweedie; Ho et al. eq. 11)."""
         ab, sig = self._coeffs(schedule, t, x)
         return (-sig * self._score(self._flat(x), ab, sig)).reshape(x.shape).to(x.dtype)
 
-    def x0_mean(self, x: Tensor, t: Any, schedule: Any) -> Tensor:
+    def x0_mean(self, x: Tensor, t: Any, schedule: NoiseSchedule) -> Tensor:
         """E[x0 | x_t] = sum_k p(k | x_t) (mu_k + sqrt(alpha_bar) Sigma_k / v_k (x - m_k))."""
         xf = self._flat(x)
         ab, sig = self._coeffs(schedule, t, x)
@@ -182,7 +184,7 @@ class GaussianMixture:
         )
         return x0.reshape(x.shape).to(x.dtype)
 
-    def _component_scores(self, x: Tensor, t: Any, schedule: Any, y: Any):
+    def _component_scores(self, x: Tensor, t: Any, schedule: NoiseSchedule, y: Any):
         """score of component y, (m_y - x) / v_y, with sigma and the (B, K) log joint."""
         xf = self._flat(x)
         ab, sig = self._coeffs(schedule, t, x)
@@ -194,11 +196,11 @@ class GaussianMixture:
         return xf, s_y, sig, logj, mv, inv
 
     # -- models of the shared protocols ------------------------------------------------------
-    def eps_model(self, schedule: Any) -> Callable[[Tensor, Tensor], Tensor]:
+    def eps_model(self, schedule: NoiseSchedule) -> Callable[[Tensor, Tensor], Tensor]:
         """EpsModel (x_t, t) -> exact eps under schedule."""
         return lambda x, t: self.eps(x, t, schedule)
 
-    def cond_eps_model(self, schedule: Any) -> Callable[[Tensor, Tensor, Any], Tensor]:
+    def cond_eps_model(self, schedule: NoiseSchedule) -> Callable[[Tensor, Tensor, Any], Tensor]:
         """CondEpsModel (x_t, t, y) -> eps of component y (one class per component); y=None: all."""
 
         def model(x: Tensor, t: Tensor, y: Any = None) -> Tensor:
@@ -209,7 +211,7 @@ class GaussianMixture:
 
         return model
 
-    def grad_log_class(self, schedule: Any) -> Callable[[Tensor, Tensor, Any], Tensor]:
+    def grad_log_class(self, schedule: NoiseSchedule) -> Callable[[Tensor, Tensor, Any], Tensor]:
         """The perfect classifier's gradient grad_x log p(y | x_t) = score_y(x) - score(x)."""
 
         def grad(x: Tensor, t: Tensor, y: Any) -> Tensor:

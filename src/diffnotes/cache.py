@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import diffnotes
-from diffnotes.train import read_safetensors, write_safetensors
+from diffnotes.io import read_safetensors, write_safetensors
 
 
 def cache_dir() -> Path:

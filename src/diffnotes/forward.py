@@ -1,13 +1,56 @@
-"""The forward process q(x_t | x0) and its posterior q(x_{t'} | x_t, x0) (Ho et al. 2020)."""
+"""The forward process q(x_t | x0), its posterior q(x_{t'} | x_t, x0) and the reverse variances.
+
+The one home of this Gaussian algebra (Ho et al. 2020; Nichol & Dhariwal 2021): samplers, losses
+and inpainting call these functions. `posterior_coefs` works on Python floats (what a sampler's
+loop uses, cheap per step) and on float64 tensors (per-sample table lookups) alike.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
 from diffnotes.schedules import DiscreteSchedule, TimeLike, expand_as
 
-__all__ = ["q_sample", "q_posterior"]
+__all__ = ["q_sample", "q_posterior", "posterior_coefs", "learned_log_variance", "noise_like"]
+
+VARIANCES = ("small", "large", "learned")  # beta_tilde, beta, iDDPM's interpolation (eq. 15)
+Coef = Tensor | float
+
+
+def _sqrt(value: Coef) -> Coef:
+    return math.sqrt(value) if isinstance(value, float) else value.sqrt()
+
+
+def posterior_coefs(
+    ab: Coef, ab_prev: Coef, beta: Coef | None = None
+) -> tuple[Coef, Coef, Coef, Coef]:
+    """(coef_x0, coef_xt, beta, beta_tilde) of q(x_{t'} | x_t, x0) for one (respaced) step.
+
+    mu = coef_x0 x0 + coef_xt x_t (Ho et al. eq. 7) and beta_tilde = beta (1 - ab') / (1 - ab);
+    beta defaults to the long stride's 1 - ab / ab' (iDDPM Sec. 4; pass the table's beta_t to use
+    it exactly). Floats in, floats out; tensors in, tensors out.
+    """
+    beta = 1.0 - ab / ab_prev if beta is None else beta
+    # mu = sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(1 - beta) (1 - ab_prev) / (1 - ab) x_t   (eq. 7)
+    coef_x0 = _sqrt(ab_prev) * beta / (1.0 - ab)
+    coef_xt = _sqrt(1.0 - beta) * (1.0 - ab_prev) / (1.0 - ab)
+    beta_tilde = beta * (1.0 - ab_prev) / (1.0 - ab)  # (eq. 7)
+    return coef_x0, coef_xt, beta, beta_tilde
+
+
+def learned_log_variance(v: Tensor, log_beta: Coef, log_beta_tilde: Coef) -> Tensor:
+    """log Sigma = frac log beta + (1 - frac) log beta_tilde, frac = (v + 1) / 2 (iDDPM eq. 15)."""
+    frac = (v + 1.0) / 2.0  # the model's v in [-1, 1]
+    return frac * log_beta + (1.0 - frac) * log_beta_tilde
+
+
+def noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """randn(x.shape) drawn on the generator's device (x's without one), returned on x's device."""
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=device).to(x.device)
 
 
 def _per_sample(schedule: DiscreteSchedule, t: TimeLike, x: Tensor, name: str) -> Tensor:
@@ -50,12 +93,8 @@ def q_posterior(
     ab_prev = _per_sample(schedule, t_prev, x0, "t_prev")
     if (t_prev.cpu() >= t.cpu()).any() or (t.cpu() < 0).any():
         raise ValueError("t_prev must be earlier than t (t_prev < t, t >= 0)")
-    beta = 1.0 - ab / ab_prev
-    # mu = sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(1 - beta) (1 - ab_prev) / (1 - ab) x_t   (eq. 7)
-    coef_x0 = ab_prev.sqrt() * beta / (1.0 - ab)
-    coef_xt = (1.0 - beta).sqrt() * (1.0 - ab_prev) / (1.0 - ab)
+    coef_x0, coef_xt, _, var = posterior_coefs(ab, ab_prev)
     mean = expand_as(coef_x0, x0) * x0 + expand_as(coef_xt, x0) * x_t
-    var = beta * (1.0 - ab_prev) / (1.0 - ab)
     floor = schedule.posterior_log_variance_clipped[0]
     log_var = torch.where(var > 0, torch.log(var.clamp(min=1e-300)), floor)
     return mean, expand_as(var, x0), expand_as(log_var, x0)

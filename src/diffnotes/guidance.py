@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from diffnotes.schedules import DiscreteSchedule, expand_as
+from diffnotes.param import EpsModel
+from diffnotes.schedules import NoiseSchedule, expand_as
+from diffnotes.util import check_number
 
 __all__ = ["classifier_free", "classifier_guidance", "classifier_grad"]
 
-EpsModel = Callable[[Tensor, Tensor], Tensor]
 CondEpsModel = Callable[[Tensor, Tensor, object], Tensor]
 GradLogP = Callable[[Tensor, Tensor, object], Tensor]
-
-
-def _finite(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 def classifier_free(
@@ -33,7 +27,11 @@ def classifier_free(
     """
     if (w is None) == (guidance_scale is None):
         raise ValueError("give exactly one of w (Ho & Salimans) or guidance_scale (= 1 + w)")
-    w = _finite(w, "w") if w is not None else _finite(guidance_scale, "guidance_scale") - 1.0
+    w = (
+        check_number(w, "w")
+        if w is not None
+        else check_number(guidance_scale, "guidance_scale") - 1.0
+    )
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
         eps_c = model(x, t, y)
@@ -45,14 +43,14 @@ def classifier_free(
 
 
 def classifier_guidance(
-    model: EpsModel, grad_log_p: GradLogP, schedule: DiscreteSchedule, s: float, y: object
+    model: EpsModel, grad_log_p: GradLogP, schedule: NoiseSchedule, s: float, y: object
 ) -> EpsModel:
     """Classifier guidance (Dhariwal & Nichol 2021, Alg. 2): eps - s sqrt(1 - ab) grad log p(y|x_t).
 
     grad_log_p(x_t, t, y) -> grad_x log p(y | x_t) (e.g. `classifier_grad(classifier)`); schedule is
     the one the model was trained with (t are its original steps).
     """
-    s = _finite(s, "s")
+    s = check_number(s, "s")
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
         eps = model(x, t)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
-from diffnotes.samplers import VARIANCES, p_sample
+from diffnotes.forward import VARIANCES, noise_like
+from diffnotes.param import EpsModel
+from diffnotes.samplers import p_sample
 from diffnotes.schedules import DiscreteSchedule
+from diffnotes.util import check_batch, check_choice, check_int, progress_bar
 
 __all__ = ["jump_schedule", "repaint", "replace_inpaint"]
-
-EpsModel = Callable[[Tensor, Tensor], Tensor]
 
 
 def jump_schedule(T: int, jump_length: int = 10, jump_n_sample: int = 10) -> list[int]:
@@ -23,13 +23,8 @@ def jump_schedule(T: int, jump_length: int = 10, jump_n_sample: int = 10) -> lis
     Going down, at every t = 0, j, 2j, ... < T - j (j = jump_length) the chain jumps back up j
     steps, jump_n_sample - 1 times per such t. Consecutive entries differ by exactly 1.
     """
-    for value, name, low in (
-        (T, "T", 1),
-        (jump_length, "jump_length", 1),
-        (jump_n_sample, "jump_n_sample", 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    for value, name in ((T, "T"), (jump_length, "jump_length"), (jump_n_sample, "jump_n_sample")):
+        check_int(value, name, 1)
     jumps = {j: jump_n_sample - 1 for j in range(0, T - jump_length, jump_length)}
     t, times = T, []
     while t >= 1:
@@ -44,8 +39,7 @@ def jump_schedule(T: int, jump_length: int = 10, jump_n_sample: int = 10) -> lis
 
 
 def _check_inpaint(x_known: Tensor, mask: Tensor, x_T: Tensor) -> Tensor:
-    if not isinstance(x_known, Tensor) or x_known.ndim < 2:
-        raise ValueError("x_known must be a tensor of shape (B, ...)")
+    check_batch(x_known, "x_known")
     if not isinstance(x_T, Tensor) or x_T.shape != x_known.shape:
         raise ValueError(f"x_T must have x_known's shape {tuple(x_known.shape)}")
     if not isinstance(mask, Tensor):
@@ -86,8 +80,7 @@ def repaint(
     x_known itself, so the known region is returned exactly. ts (default: all T steps) gives the
     levels that jump_schedule walks over, so jumps are counted in listed steps.
     """
-    if variance not in VARIANCES:
-        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    check_choice(variance, "variance", VARIANCES)
     mask = _check_inpaint(x_known, mask, x_T)
     levels = schedule.check_steps(ts)[::-1]  # level k -> step levels[k]; level -1 is clean data
     times = jump_schedule(len(levels), jump_length, jump_n_sample)
@@ -95,27 +88,26 @@ def repaint(
     def ab(k: int) -> float:
         return 1.0 if k < 0 else float(schedule.alphas_cumprod[levels[k]])
 
-    def randn() -> Tensor:
-        return torch.randn(x_T.shape, generator=generator, dtype=x_T.dtype, device=x_T.device)
-
     x = x_T
     with torch.no_grad():
         pairs = list(zip(times[:-1], times[1:]))
-        for k, k_next in tqdm(pairs, desc="repaint", disable=not progress):
+        for i, (k, k_next) in enumerate(progress_bar(pairs, "repaint", progress)):
             if k_next < k:
                 t_prev = levels[k_next] if k_next >= 0 else -1
-                unknown, _ = p_sample(
-                    model, schedule, x, levels[k], t_prev, variance=variance, generator=generator
-                )
+                kw = dict(variance=variance, generator=generator, _first=i == 0)
+                unknown, _ = p_sample(model, schedule, x, levels[k], t_prev, **kw)
                 # x_known_{t-1} ~ N(sqrt(ab_{t-1}) x0, (1 - ab_{t-1}) I)   (Alg. 1, line 5)
                 known = x_known
                 if k_next >= 0:
-                    known = math.sqrt(ab(k_next)) * x_known + math.sqrt(1 - ab(k_next)) * randn()
+                    noise = noise_like(x_T, generator)
+                    known = math.sqrt(ab(k_next)) * x_known + math.sqrt(1 - ab(k_next)) * noise
                 x = mask * known + (1 - mask) * unknown
             else:
                 beta = 1.0 - ab(k_next) / ab(k)
                 # x_t ~ N(sqrt(1 - beta_t) x_{t-1}, beta_t I)   (Alg. 1, line 10)
-                x = math.sqrt(1.0 - beta) * x + math.sqrt(beta) * randn()
+                x = math.sqrt(1.0 - beta) * x + math.sqrt(beta) * noise_like(x_T, generator)
+    if not torch.isfinite(x).all():
+        raise ValueError("repaint produced NaN or inf: check the model's outputs")
     return x
 
 

@@ -18,10 +18,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from diffnotes.schedules import DiscreteSchedule
+from diffnotes.forward import VARIANCES, learned_log_variance, noise_like, posterior_coefs, q_sample
+from diffnotes.schedules import DiscreteSchedule, expand_as
+from diffnotes.sde import SDE
+from diffnotes.util import check_choice, check_int, check_number, progress_bar
 
 LossFn = Callable[[nn.Module, Tensor | tuple, torch.Generator], Tensor]
-VARIANCES = ("small", "large", "learned")
 WEIGHTINGS = ("simple", "vlb")
 
 
@@ -55,33 +57,39 @@ def _call(model: Callable, x_t: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
     return model(x_t, t) if y is None else model(x_t, t, y)
 
 
-def _randn(x: Tensor, g: torch.Generator) -> Tensor:
-    return torch.randn(x.shape, generator=g, device=g.device, dtype=x.dtype).to(x.device)
-
-
-def _bcast(c: Tensor, x: Tensor) -> Tensor:
-    """A float64 (B,) table lookup -> x's dtype/device, broadcastable against x (B, ...)."""
-    return c.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-
-
 def _mean_flat(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).mean(1)
 
 
 def _check_p(p_uncond: float) -> None:
-    if not 0.0 <= p_uncond < 1.0:
+    if not check_number(p_uncond, "p_uncond", minimum=0.0) < 1.0:
         raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond!r}")
 
 
 def _check_schedule(schedule: DiscreteSchedule) -> None:
-    if not hasattr(schedule, "alphas_cumprod") or not hasattr(schedule, "betas"):
+    if not isinstance(schedule, DiscreteSchedule):
         raise ValueError(f"schedule must be a DiscreteSchedule, got {type(schedule).__name__}")
 
 
-def _q_sample(schedule: DiscreteSchedule, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-    # x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps   (Ho et al. eq. 4)
-    ab = schedule.alphas_cumprod[t.cpu()]
-    return _bcast(ab.sqrt(), x0) * x0 + _bcast((1 - ab).sqrt(), x0) * eps
+def _noise_and_predict(
+    schedule: DiscreteSchedule,
+    model: Callable,
+    batch: Tensor | tuple,
+    generator: torch.Generator,
+    p_uncond: float,
+    null_label: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Algorithm 1's first lines: t ~ U{0..T-1}, eps ~ N(0, I), x_t by eq. 4, the model's output.
+
+    Returns (x0, t, eps, x_t, model output); labels are dropped with p_uncond for CFG training.
+    """
+    x0, y = _split_batch(batch)
+    t = torch.randint(schedule.T, (x0.shape[0],), generator=generator, device=generator.device)
+    t = t.cpu()
+    eps = noise_like(x0, generator)
+    y = _drop_labels(y, p_uncond, null_label, generator)
+    x_t = q_sample(schedule, x0, t, eps)
+    return x0, t, eps, x_t, _call(model, x_t, schedule.timesteps[t].to(x0.device), y)
 
 
 def _check_out(out: Tensor, x0: Tensor, channels: int, what: str) -> None:
@@ -132,28 +140,29 @@ def _p_mean_logvar(
     """Mean and log variance of p(x_{t-1} | x_t) from eps (Ho eq. 11) and iDDPM's v (eq. 15)."""
     tc = t.cpu()
     ab = schedule.alphas_cumprod[tc]
-    ab_prev = schedule.alphas_cumprod_prev[tc]
     beta = schedule.betas[tc]
     # x0_hat = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)
-    x0 = (x_t - _bcast((1 - ab).sqrt(), x_t) * eps) / _bcast(ab.sqrt(), x_t)
+    x0 = (x_t - expand_as((1 - ab).sqrt(), x_t) * eps) / expand_as(ab.sqrt(), x_t)
     if clip_x0:
         x0 = x0.clamp(-1.0, 1.0)
-    # mu_tilde = sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(alpha) (1 - ab_prev) / (1 - ab) x_t (eq 7)
-    c0 = ab_prev.sqrt() * beta / (1 - ab)
-    ct = (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)
-    mean = _bcast(c0, x_t) * x0 + _bcast(ct, x_t) * x_t
+    mean = _posterior_mean(schedule, x0, x_t, tc)
     log_small = schedule.posterior_log_variance_clipped[tc]
     # 'large' is sigma^2 = beta_t, with beta_tilde_1 at t = 0 as in iDDPM (a finite decoder)
     log_large = torch.where(tc == 0, schedule.posterior_log_variance_clipped[0], beta.log())
     if variance == "small":
-        logvar = _bcast(log_small, x_t).expand_as(x_t)
+        logvar = expand_as(log_small, x_t).expand_as(x_t)
     elif variance == "large":
-        logvar = _bcast(log_large, x_t).expand_as(x_t)
+        logvar = expand_as(log_large, x_t).expand_as(x_t)
     else:
-        # log Sigma = frac log beta_t + (1 - frac) log beta_tilde_t,  frac = (v + 1) / 2  (eq. 15)
-        frac = (v + 1) / 2
-        logvar = frac * _bcast(log_large, x_t) + (1 - frac) * _bcast(log_small, x_t)
+        logvar = learned_log_variance(v, expand_as(log_large, x_t), expand_as(log_small, x_t))
     return mean, logvar
+
+
+def _posterior_mean(schedule: DiscreteSchedule, x0: Tensor, x_t: Tensor, tc: Tensor) -> Tensor:
+    """mu_tilde(x_t, x0) of q(x_{t-1} | x_t, x0) with the table's beta_t (Ho et al. eq. 7)."""
+    ab, ab_prev = schedule.alphas_cumprod[tc], schedule.alphas_cumprod_prev[tc]
+    coef_x0, coef_xt, _, _ = posterior_coefs(ab, ab_prev, schedule.betas[tc])
+    return expand_as(coef_x0, x_t) * x0 + expand_as(coef_xt, x_t) * x_t
 
 
 def _vb_term(
@@ -167,16 +176,8 @@ def _vb_term(
 ) -> Tensor:
     """L_t in bits/dim per sample: KL(q(x_{t-1}|x_t,x0) || p) for t > 0, decoder NLL at t = 0."""
     tc = t.cpu()
-    ab, ab_prev, beta = (
-        schedule.alphas_cumprod[tc],
-        schedule.alphas_cumprod_prev[tc],
-        schedule.betas[tc],
-    )
-    true_mean = (
-        _bcast(ab_prev.sqrt() * beta / (1 - ab), x_t) * x0
-        + _bcast((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab), x_t) * x_t
-    )
-    true_logvar = _bcast(schedule.posterior_log_variance_clipped[tc], x_t)
+    true_mean = _posterior_mean(schedule, x0, x_t, tc)
+    true_logvar = expand_as(schedule.posterior_log_variance_clipped[tc], x_t)
     kl = _mean_flat(normal_kl(true_mean, true_logvar, mean, logvar)) / math.log(2.0)
     nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * logvar, data_bins=data_bins)
     nll = _mean_flat(nll) / math.log(2.0)
@@ -202,20 +203,15 @@ def eps_loss(
     both weightings have the same scale (sum over t = T * that mean); losses are means over dims.
     """
     _check_schedule(schedule)
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    check_choice(weighting, "weighting", WEIGHTINGS)
     _check_p(p_uncond)
-    T = schedule.T
     weights = schedule.betas / (2 * (1 - schedule.betas) * (1 - schedule.alphas_cumprod))
     weights = weights / weights.mean()
 
     def loss_fn(model: Callable, batch: Tensor | tuple, generator: torch.Generator) -> Tensor:
-        x0, y = _split_batch(batch)
-        t = torch.randint(T, (x0.shape[0],), generator=generator, device=generator.device).cpu()
-        eps = _randn(x0, generator)
-        y = _drop_labels(y, p_uncond, null_label, generator)
-        x_t = _q_sample(schedule, x0, t, eps)
-        out = _call(model, x_t, schedule.timesteps[t].to(x0.device), y)
+        x0, t, eps, x_t, out = _noise_and_predict(
+            schedule, model, batch, generator, p_uncond, null_label
+        )
         _check_out(out, x0, 1, "eps; use hybrid_loss for learned variance")
         mse = _mean_flat((eps - out) ** 2)
         if weighting == "vlb":
@@ -241,17 +237,13 @@ def hybrid_loss(
     """
     _check_schedule(schedule)
     _check_p(p_uncond)
-    if not lambda_vlb >= 0:
-        raise ValueError(f"lambda_vlb must be >= 0, got {lambda_vlb!r}")
+    check_number(lambda_vlb, "lambda_vlb", minimum=0.0)
     T = schedule.T
 
     def loss_fn(model: Callable, batch: Tensor | tuple, generator: torch.Generator) -> Tensor:
-        x0, y = _split_batch(batch)
-        t = torch.randint(T, (x0.shape[0],), generator=generator, device=generator.device).cpu()
-        eps = _randn(x0, generator)
-        y = _drop_labels(y, p_uncond, null_label, generator)
-        x_t = _q_sample(schedule, x0, t, eps)
-        out = _call(model, x_t, schedule.timesteps[t].to(x0.device), y)
+        x0, t, eps, x_t, out = _noise_and_predict(
+            schedule, model, batch, generator, p_uncond, null_label
+        )
         _check_out(out, x0, 2, "eps and v: a learned-variance model")
         eps_hat, v = out.chunk(2, dim=1)
         mse = _mean_flat((eps - eps_hat) ** 2)
@@ -277,8 +269,8 @@ def dsm_loss(sigmas: Tensor, *, p_uncond: float = 0.0, null_label: int = -1) -> 
     def loss_fn(model: Callable, batch: Tensor | tuple, generator: torch.Generator) -> Tensor:
         x0, y = _split_batch(batch)
         i = torch.randint(len(sigmas), (x0.shape[0],), generator=generator, device=generator.device)
-        sigma = _bcast(sigmas[i.cpu()], x0)
-        z = _randn(x0, generator)
+        sigma = expand_as(sigmas[i.cpu()], x0)
+        z = noise_like(x0, generator)
         y = _drop_labels(y, p_uncond, null_label, generator)
         score = _call(model, x0 + sigma * z, sigma.flatten(), y)
         _check_out(score, x0, 1, "score")
@@ -288,14 +280,14 @@ def dsm_loss(sigmas: Tensor, *, p_uncond: float = 0.0, null_label: int = -1) -> 
 
 
 def sde_loss(
-    sde: object, *, t_min: float | None = None, p_uncond: float = 0.0, null_label: int = -1
+    sde: SDE, *, t_min: float | None = None, p_uncond: float = 0.0, null_label: int = -1
 ) -> LossFn:
     """Continuous-time eps matching for an SDE (Song et al. 2021, eq. 7 with lambda = sigma(t)^2).
 
     t ~ U[t_min, 1] (t_min = sde.eps), x_t = sqrt(alpha_bar(t)) x0 + sigma(t) z, loss = mean
     ||eps_theta(x_t, t) - z||^2: the score -eps/sigma matched with the likelihood-free weighting.
     """
-    if not all(hasattr(sde, a) for a in ("alpha_bar", "sigma", "diffusion")):
+    if not isinstance(sde, SDE):
         raise ValueError(f"sde must be a VPSDE, SubVPSDE or VESDE, got {type(sde).__name__}")
     t_min = float(getattr(sde, "eps", 1e-3) if t_min is None else t_min)
     if not 0.0 <= t_min < 1.0:
@@ -306,9 +298,9 @@ def sde_loss(
         x0, y = _split_batch(batch)
         u = torch.rand(x0.shape[0], generator=generator, device=generator.device)
         t = (t_min + (1.0 - t_min) * u.cpu().double()).clamp(max=1.0)
-        z = _randn(x0, generator)
+        z = noise_like(x0, generator)
         y = _drop_labels(y, p_uncond, null_label, generator)
-        x_t = _bcast(sde.alpha_bar(t).sqrt(), x0) * x0 + _bcast(sde.sigma(t), x0) * z
+        x_t = expand_as(sde.alpha_bar(t).sqrt(), x0) * x0 + expand_as(sde.sigma(t), x0) * z
         out = _call(model, x_t, t.to(device=x0.device, dtype=x0.dtype), y)
         _check_out(out, x0, 1, "eps")
         return _mean_flat((out - z) ** 2).mean()
@@ -345,23 +337,17 @@ def vlb_bits_per_dim(
     """
     _check_schedule(schedule)
     x0, y = _split_batch(x0 if y is None else (x0, y))
-    if variance is not None and variance not in VARIANCES:
-        raise ValueError(f"variance must be one of {VARIANCES} or None, got {variance!r}")
-    if not isinstance(data_bins, int) or data_bins < 2:
-        raise ValueError(f"data_bins must be an int >= 2, got {data_bins!r}")
+    if variance is not None:
+        check_choice(variance, "variance", VARIANCES)
+    check_int(data_bins, "data_bins", 2)
     B, T = x0.shape[0], schedule.T
     terms = torch.zeros(B, T, dtype=torch.float64)
     gen_device = generator.device if generator is not None else torch.device("cpu")
-    steps = range(T - 1, -1, -1)
-    if progress:
-        from tqdm import tqdm
-
-        steps = tqdm(steps, desc="vlb", ascii=True, mininterval=1.0)
-    for i in steps:
+    for i in progress_bar(range(T - 1, -1, -1), "vlb", progress):
         t = torch.full((B,), i, dtype=torch.long)
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=gen_device)
         eps = eps.to(x0.device)
-        x_t = _q_sample(schedule, x0, t, eps)
+        x_t = q_sample(schedule, x0, t, eps)
         out = _call(model, x_t, schedule.timesteps[t].to(x0.device), y)
         kind = variance or ("learned" if out.shape[1] == 2 * x0.shape[1] else "small")
         _check_out(out, x0, 2 if kind == "learned" else 1, f"variance={kind!r}")

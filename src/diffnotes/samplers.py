@@ -16,10 +16,18 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
-from diffnotes.param import eps_to_x0, x0_to_eps
+from diffnotes.forward import VARIANCES, learned_log_variance, noise_like, posterior_coefs
+from diffnotes.param import EpsModel, eps_to_x0, x0_to_eps
 from diffnotes.schedules import DiscreteSchedule
+from diffnotes.util import (
+    check_batch,
+    check_choice,
+    check_finite_result,
+    check_int,
+    check_number,
+    progress_bar,
+)
 
 __all__ = [
     "ddpm",
@@ -32,33 +40,24 @@ __all__ = [
     "VARIANCES",
 ]
 
-EpsModel = Callable[[Tensor, Tensor], Tensor]
-VARIANCES = ("small", "large", "learned")
 Steps = Sequence[int] | Tensor | None
 
 
-def _check_x(x: Tensor, name: str) -> None:
-    if not isinstance(x, Tensor) or x.ndim < 2 or not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating tensor of shape (B, ...), got {type(x)}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf")
+def _call(
+    model: Callable, x: Tensor, t_arg: Tensor, channels: int = 1, first: bool = False
+) -> Tensor:
+    """Call model(x, t); refuse a wrong shape, and on the first call a non-finite output.
 
-
-def _randn(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-
-
-def _call(model: Callable, x: Tensor, t_arg: Tensor, channels: int = 1) -> Tensor:
-    """Call model(x, t) and refuse a wrong shape or non-finite output: never a silent bad sample."""
+    Only the first output is checked for NaN (a check every step would force a host sync per
+    step on a GPU); the sampler checks its final sample instead.
+    """
     out = model(x, t_arg)
     want = (x.shape[0], channels * x.shape[1], *x.shape[2:])
     if not isinstance(out, Tensor) or tuple(out.shape) != want:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"model must return a tensor of shape {want}, got {got}")
-    # one reduction instead of isfinite().all(): a NaN or inf anywhere makes the sum non-finite
-    if not math.isfinite(float(out.detach().sum())):
-        if not torch.isfinite(out).all():
-            raise ValueError(f"model returned NaN or inf at t={t_arg[0].item()}")
+    if first and not torch.isfinite(out).all():
+        raise ValueError(f"model returned NaN or inf at t={t_arg[0].item()}")
     return out
 
 
@@ -91,37 +90,29 @@ def p_sample(
     variance: str = "small",
     clip_x0: bool = False,
     generator: torch.Generator | None = None,
+    _first: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """One ancestral step x_t -> x_{t_prev} ~ p(x_{t_prev} | x_t); returns (x_{t_prev}, x0_pred).
 
     Mean from eq. 7 of Ho et al. with x0 predicted by eq. 15; variance beta_tilde ('small'),
     beta ('large') or iDDPM's exp(v log beta + (1 - v) log beta_tilde) ('learned', eq. 15).
     """
-    if variance not in VARIANCES:
-        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    check_choice(variance, "variance", VARIANCES)
     ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
-    beta = 1.0 - ab / ab_prev  # of the (respaced) step t -> t_prev
-    out = _call(model, x, _model_t(schedule, t, x), 2 if variance == "learned" else 1)
+    out = _call(model, x, _model_t(schedule, t, x), 2 if variance == "learned" else 1, _first)
     eps, v = out.chunk(2, dim=1) if variance == "learned" else (out, None)
     x0 = eps_to_x0(x, eps, ab)
     if clip_x0:
         x0 = x0.clamp(-1.0, 1.0)
-    # mu_tilde = sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(1 - beta) (1 - ab_prev) / (1 - ab) x_t
-    coef_x0 = math.sqrt(ab_prev) * beta / (1.0 - ab)
-    coef_x = math.sqrt(1.0 - beta) * (1.0 - ab_prev) / (1.0 - ab)
+    coef_x0, coef_x, beta, beta_tilde = posterior_coefs(ab, ab_prev)  # of the step t -> t_prev
     mean = torch.add(coef_x0 * x0, x, alpha=coef_x)
     if t_prev < 0:
         return mean, x0  # the last step returns the mean, as in DDPM Alg. 2 (z = 0 at t = 1)
-    beta_tilde = beta * (1.0 - ab_prev) / (1.0 - ab)
-    if variance == "small":
-        std = math.sqrt(beta_tilde)
-    elif variance == "large":
-        std = math.sqrt(beta)
-    else:
-        frac = (v + 1.0) / 2.0  # model's v in [-1, 1] interpolates the log-variance
-        std = torch.exp(0.5 * (frac * math.log(beta) + (1.0 - frac) * math.log(beta_tilde)))
-        return mean + std * _randn(x, generator), x0
-    return mean.add(_randn(x, generator), alpha=std), x0
+    if variance == "learned":
+        std = torch.exp(0.5 * learned_log_variance(v, math.log(beta), math.log(beta_tilde)))
+        return mean + std * noise_like(x, generator), x0
+    std = math.sqrt(beta_tilde if variance == "small" else beta)
+    return mean.add(noise_like(x, generator), alpha=std), x0
 
 
 def ddpm(
@@ -140,33 +131,18 @@ def ddpm(
 
     With trajectory=True returns (x0, dict(x_t=[x_T, ..., x0], x0_pred=[one per step])).
     """
-    if variance not in VARIANCES:
-        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    check_choice(variance, "variance", VARIANCES)
     steps = schedule.check_steps(ts)
-    _check_x(x_T, "x_T")
+    check_batch(x_T, "x_T")
     traj = dict(x_t=[x_T], x0_pred=[]) if trajectory else None
     x = x_T
     with torch.no_grad():
-        for i, t in enumerate(tqdm(steps, desc="ddpm", disable=not progress)):
+        for i, t in enumerate(progress_bar(steps, "ddpm", progress)):
             t_prev = steps[i + 1] if i + 1 < len(steps) else -1
-            x, x0 = p_sample(
-                model,
-                schedule,
-                x,
-                t,
-                t_prev,
-                variance=variance,
-                clip_x0=clip_x0,
-                generator=generator,
-            )
+            kw = dict(variance=variance, clip_x0=clip_x0, generator=generator, _first=i == 0)
+            x, x0 = p_sample(model, schedule, x, t, t_prev, **kw)
             _record(traj, x, x0)
-    return _finish(x, traj)
-
-
-def _check_eta(eta: float) -> float:
-    if not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
-        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
-    return float(eta)
+    return _finish(check_finite_result(x, "ddpm"), traj)
 
 
 def ddim(
@@ -186,16 +162,16 @@ def ddim(
     eta=1 gives sigma_t^2 = beta_tilde_t, the DDPM posterior step. With clip_x0 the eps used for
     the direction is re-derived from the clipped x0, as in iDDPM's ddim_sample.
     """
-    eta = _check_eta(eta)
+    eta = check_number(eta, "eta", minimum=0.0)
     steps = schedule.check_steps(ts)
-    _check_x(x_T, "x_T")
+    check_batch(x_T, "x_T")
     traj = dict(x_t=[x_T], x0_pred=[]) if trajectory else None
     x = x_T
     with torch.no_grad():
-        for i, t in enumerate(tqdm(steps, desc="ddim", disable=not progress)):
+        for i, t in enumerate(progress_bar(steps, "ddim", progress)):
             t_prev = steps[i + 1] if i + 1 < len(steps) else -1
             ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
-            eps = _call(model, x, _model_t(schedule, t, x))
+            eps = _call(model, x, _model_t(schedule, t, x), first=i == 0)
             x0 = eps_to_x0(x, eps, ab)
             if clip_x0:
                 x0 = x0.clamp(-1.0, 1.0)
@@ -205,9 +181,9 @@ def ddim(
             # x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma z   (eq. 12)
             x = math.sqrt(ab_prev) * x0 + math.sqrt(max(1.0 - ab_prev - sigma**2, 0.0)) * eps
             if sigma > 0:
-                x = x + sigma * _randn(x, generator)
+                x = x + sigma * noise_like(x, generator)
             _record(traj, x, x0)
-    return _finish(x, traj)
+    return _finish(check_finite_result(x, "ddim"), traj)
 
 
 def ddim_invert(
@@ -230,19 +206,16 @@ def ddim_invert(
     t)) / a, by fixed-point iteration (as in exact-inversion methods), one model call each.
     """
     steps = schedule.check_steps(ts)[::-1]
-    _check_x(x0, "x0")
-    if isinstance(fixed_point_iters, bool) or not isinstance(fixed_point_iters, int):
-        raise ValueError(f"fixed_point_iters must be an integer >= 0, got {fixed_point_iters!r}")
-    if fixed_point_iters < 0:
-        raise ValueError(f"fixed_point_iters must be an integer >= 0, got {fixed_point_iters!r}")
+    check_batch(x0, "x0")
+    check_int(fixed_point_iters, "fixed_point_iters", 0)
     traj = dict(x_t=[x0], x0_pred=[]) if trajectory else None
     x = x0
     with torch.no_grad():
-        for i, t in enumerate(tqdm(steps, desc="ddim_invert", disable=not progress)):
+        for i, t in enumerate(progress_bar(steps, "ddim_invert", progress)):
             t_prev = steps[i - 1] if i > 0 else -1
             ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
             t_arg = _model_t(schedule, t, x)
-            eps = _call(model, x, t_arg)
+            eps = _call(model, x, t_arg, first=i == 0)
             x0_pred = eps_to_x0(x, eps, ab_prev)
             x_next = math.sqrt(ab) * x0_pred + math.sqrt(1.0 - ab) * eps
             # decoder step: x_prev = a x_t + c eps(x_t, t), solved for x_t
@@ -252,7 +225,7 @@ def ddim_invert(
                 x_next = (x - c * _call(model, x_next, t_arg)) / a
             x = x_next
             _record(traj, x, x0_pred)
-    return _finish(x, traj)
+    return _finish(check_finite_result(x, "ddim_invert"), traj)
 
 
 def euler(
@@ -271,40 +244,29 @@ def euler(
     trajectory x_t are mapped back to the VP scale.
     """
     steps = schedule.check_steps(ts)
-    _check_x(x_T, "x_T")
+    check_batch(x_T, "x_T")
     sig = [math.sqrt((1.0 - _ab(schedule, t)) / _ab(schedule, t)) for t in steps] + [0.0]
     traj = dict(x_t=[x_T], x0_pred=[]) if trajectory else None
     x = x_T * math.sqrt(1.0 + sig[0] ** 2)
     with torch.no_grad():
-        for i, t in enumerate(tqdm(steps, desc="euler", disable=not progress)):
+        for i, t in enumerate(progress_bar(steps, "euler", progress)):
             # the model sees the VP-scaled input x / sqrt(1 + sigma^2) = x_t
-            eps = _call(model, x / math.sqrt(1.0 + sig[i] ** 2), _model_t(schedule, t, x))
+            x_t = x / math.sqrt(1.0 + sig[i] ** 2)
+            eps = _call(model, x_t, _model_t(schedule, t, x), first=i == 0)
             x0 = x - sig[i] * eps
             # x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i, with d_i = (x_i - x0) / sigma_i = eps
             x = x + (sig[i + 1] - sig[i]) * eps
             if traj is not None:
                 _record(traj, x / math.sqrt(1.0 + sig[i + 1] ** 2), x0)
-    return _finish(x, traj)
+    return _finish(check_finite_result(x, "euler"), traj)
 
 
-def _check_positive(value: float, name: str) -> float:
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _check_count(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
-
-
-def _call_score(score_fn: Callable, x: Tensor, *args) -> Tensor:
+def _call_score(score_fn: Callable, x: Tensor, *args, first: bool = False) -> Tensor:
     out = score_fn(x, *args)
     if not isinstance(out, Tensor) or out.shape != x.shape:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"score model must return x's shape {tuple(x.shape)}, got {got}")
-    if not torch.isfinite(out).all():
+    if first and not torch.isfinite(out).all():
         raise ValueError("score model returned NaN or inf")
     return out
 
@@ -333,24 +295,24 @@ def annealed_langevin(
         raise ValueError("sigmas must be a non-empty sequence of positive finite noise levels")
     if any(b >= a for a, b in zip(sig[:-1], sig[1:])):
         raise ValueError("sigmas must be strictly decreasing (sigma_1 > ... > sigma_L)")
-    n_steps_each = _check_count(n_steps_each, "n_steps_each")
-    step_lr = _check_positive(step_lr, "step_lr")
-    _check_x(x_init, "x_init")
+    n_steps_each = check_int(n_steps_each, "n_steps_each", 1)
+    step_lr = check_number(step_lr, "step_lr", positive=True)
+    check_batch(x_init, "x_init")
     traj = dict(x_t=[x_init], x0_pred=[]) if trajectory else None
     x = x_init
     with torch.no_grad():
-        for sigma in tqdm(sig, desc="annealed_langevin", disable=not progress):
+        for level, sigma in enumerate(progress_bar(sig, "annealed_langevin", progress)):
             alpha = step_lr * (sigma / sig[-1]) ** 2
             s_arg = torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
-            for _ in range(n_steps_each):
-                score = _call_score(score_model, x, s_arg)
-                x = x + (alpha / 2) * score + math.sqrt(alpha) * _randn(x, generator)
+            for k in range(n_steps_each):
+                score = _call_score(score_model, x, s_arg, first=level == 0 and k == 0)
+                x = x + (alpha / 2) * score + math.sqrt(alpha) * noise_like(x, generator)
             _record(traj, x)
         if final_denoise:
             s_arg = torch.full((x.shape[0],), sig[-1], dtype=x.dtype, device=x.device)
             x = x + sig[-1] ** 2 * _call_score(score_model, x, s_arg)
             _record(traj, x)
-    return _finish(x, traj)
+    return _finish(check_finite_result(x, "annealed_langevin"), traj)
 
 
 def langevin(
@@ -363,12 +325,12 @@ def langevin(
     progress: bool = False,
 ) -> Tensor:
     """Plain Langevin dynamics at one noise level: x <- x + eps/2 s(x) + sqrt(eps) z."""
-    n_steps = _check_count(n_steps, "n_steps")
-    step_size = _check_positive(step_size, "step_size")
-    _check_x(x_init, "x_init")
+    n_steps = check_int(n_steps, "n_steps", 1)
+    step_size = check_number(step_size, "step_size", positive=True)
+    check_batch(x_init, "x_init")
     x = x_init
     with torch.no_grad():
-        for _ in tqdm(range(n_steps), desc="langevin", disable=not progress):
-            score = _call_score(score_fn, x)
-            x = x + (step_size / 2) * score + math.sqrt(step_size) * _randn(x, generator)
-    return x
+        for k in progress_bar(range(n_steps), "langevin", progress):
+            score = _call_score(score_fn, x, first=k == 0)
+            x = x + (step_size / 2) * score + math.sqrt(step_size) * noise_like(x, generator)
+    return check_finite_result(x, "langevin")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -30,9 +31,22 @@ __all__ = [
     "respace",
     "sigma_ladder",
     "expand_as",
+    "NoiseSchedule",
 ]
 
 TimeLike = int | Sequence[int] | Tensor
+
+
+class NoiseSchedule(Protocol):
+    """What the Gaussian algebra asks of a schedule: x_t = sqrt(alpha_bar(t)) x0 + sigma(t) eps.
+
+    `DiscreteSchedule` (integer steps) and the SDEs of `diffnotes.sde` (float t in [0, 1]) both
+    satisfy it; the analytic mixture and classifier guidance need nothing more.
+    """
+
+    def alpha_bar(self, t: Any) -> Tensor: ...
+
+    def sigma(self, t: Any) -> Tensor: ...
 
 
 def _check_T(T: int) -> int:

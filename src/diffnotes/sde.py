@@ -10,13 +10,16 @@ len(ts) - 1 steps.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-EpsModel = Callable[[Tensor, Tensor], Tensor]
+from diffnotes.forward import noise_like
+from diffnotes.param import EpsModel
+from diffnotes.schedules import expand_as
+from diffnotes.util import check_batch, check_choice, check_int, check_number, progress_bar
 
 __all__ = [
     "SDE",
@@ -37,12 +40,6 @@ def _as_t(t: float | Tensor | Sequence[float]) -> Tensor:
     if torch.isnan(t).any() or (t < 0).any() or (t > 1).any():
         raise ValueError(f"t must lie in [0, 1] (continuous time), got {t}")
     return t
-
-
-def _bcast(c: Tensor, x: Tensor) -> Tensor:
-    """(B,) or scalar coefficient -> broadcastable against x (B, ...), in x's dtype."""
-    c = c.to(device=x.device, dtype=x.dtype)
-    return c.reshape(-1, *([1] * (x.ndim - 1))) if c.ndim else c
 
 
 class SDE:
@@ -73,11 +70,11 @@ class SDE:
 
     def drift(self, x: Tensor, t: float | Tensor) -> Tensor:
         """f(x, t) = a(t) x; t scalar or (B,)."""
-        return _bcast(self._drift_coef(_as_t(t)), x) * x
+        return expand_as(self._drift_coef(_as_t(t)), x) * x
 
     def marginal(self, x0: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
         """(mean, std) of p_0t(x_t | x0); std is shaped to broadcast against x0."""
-        return _bcast(self.alpha_bar(t).sqrt(), x0) * x0, _bcast(self.sigma(t), x0)
+        return expand_as(self.alpha_bar(t).sqrt(), x0) * x0, expand_as(self.sigma(t), x0)
 
     def prior_sample(
         self,
@@ -187,8 +184,7 @@ class VESDE(SDE):
 
 def time_steps(n: int, t_min: float = 1e-3) -> Tensor:
     """n + 1 decreasing float64 times from 1 to t_min: a grid for n sampler steps."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    check_int(n, "n", 1)
     if not 0 <= t_min < 1:
         raise ValueError(f"t_min must lie in [0, 1), got {t_min}")
     return torch.linspace(1.0, t_min, n + 1, dtype=torch.float64)
@@ -203,26 +199,14 @@ def _check_ts(ts: Tensor | Sequence[float]) -> list[float]:
     return ts.tolist()
 
 
-def _check_x(x: Tensor, name: str) -> None:
-    if not isinstance(x, Tensor) or x.ndim < 1 or not x.is_floating_point():
-        raise ValueError(f"{name} must be a float Tensor (B, ...)")
-
-
-def _eps(model: EpsModel, x: Tensor, t: float) -> Tensor:
+def _eps(model: EpsModel, x: Tensor, t: float, first: bool = False) -> Tensor:
+    # only the first output is checked for NaN: a check per step is a host sync per step on a GPU
     eps = model(x, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device))
     if not isinstance(eps, Tensor) or eps.shape != x.shape:
         raise ValueError(f"model must return eps of shape {tuple(x.shape)}")
-    if torch.isnan(eps).any():
+    if first and torch.isnan(eps).any():
         raise ValueError(f"model returned NaN at t={t}")
     return eps
-
-
-def _iter(n: int, progress: bool):
-    if progress:
-        from tqdm.auto import trange
-
-        return trange(n)
-    return range(n)
 
 
 def _x0(sde: SDE, x: Tensor, eps: Tensor, t: float) -> Tensor:
@@ -230,8 +214,10 @@ def _x0(sde: SDE, x: Tensor, eps: Tensor, t: float) -> Tensor:
     return (x - float(sde.sigma(t)) * eps) / math.sqrt(float(sde.alpha_bar(t)))
 
 
-def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+def _finished(x: Tensor, traj: dict, trajectory: bool, what: str) -> Tensor | tuple[Tensor, dict]:
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{what} produced NaN or inf: check the model's outputs")
+    return (x, traj) if trajectory else x
 
 
 def reverse_sde(
@@ -249,21 +235,27 @@ def reverse_sde(
     The last step returns the noise-free mean, like score_sde's samplers.
     """
     times = _check_ts(ts)
-    _check_x(x_T, "x_T")
+    check_batch(x_T, "x_T")
     x, traj = x_T, {"x_t": [x_T], "x0_pred": []}
-    for i in _iter(len(times) - 1, progress):
+    for i in progress_bar(range(len(times) - 1), "reverse_sde", progress):
         t, t_next = times[i], times[i + 1]
-        eps = _eps(model, x, t)
-        score = -eps / float(sde.sigma(t))
-        g = float(sde.diffusion(t))
-        dt = t_next - t  # negative: time runs backwards
-        x_mean = x + (sde.drift(x, t) - g**2 * score) * dt
+        eps = _eps(model, x, t, first=i == 0)
+        x_mean, G = _euler_maruyama(sde, x, t, t_next, -eps / float(sde.sigma(t)))
         last = i == len(times) - 2
-        x = x_mean if last else x_mean + g * math.sqrt(-dt) * _noise(x, generator)
+        x = x_mean if last else x_mean + G * noise_like(x, generator)
         if trajectory:
             traj["x_t"].append(x)
             traj["x0_pred"].append(_x0(sde, traj["x_t"][-2], eps, t))
-    return (x, traj) if trajectory else x
+    return _finished(x, traj, trajectory, "reverse_sde")
+
+
+def _euler_maruyama(
+    sde: SDE, x: Tensor, t: float, t_next: float, score: Tensor
+) -> tuple[Tensor, float]:
+    """Mean and noise scale of one Euler-Maruyama step of the reverse SDE (eq. 6), t -> t_next."""
+    g = float(sde.diffusion(t))
+    dt = t_next - t  # negative: time runs backwards
+    return x + (sde.drift(x, t) - g**2 * score) * dt, g * math.sqrt(-dt)
 
 
 def predictor_corrector(
@@ -286,43 +278,37 @@ def predictor_corrector(
     2 alpha_i (snr ||z|| / ||score||)^2 as in score_sde's LangevinCorrector. NFE is
     (len(ts) - 1) * (1 + n_corrector).
     """
-    if predictor not in ("reverse_diffusion", "euler"):
-        raise ValueError(f"predictor must be 'reverse_diffusion' or 'euler', got {predictor!r}")
-    if not (isinstance(n_corrector, int) and n_corrector >= 0):
-        raise ValueError(f"n_corrector must be an int >= 0, got {n_corrector!r}")
-    if not (math.isfinite(snr) and snr > 0):
-        raise ValueError(f"snr must be a finite number > 0, got {snr}")
+    check_choice(predictor, "predictor", ("reverse_diffusion", "euler"))
+    check_int(n_corrector, "n_corrector", 0)
+    check_number(snr, "snr", positive=True)
     times = _check_ts(ts)
-    _check_x(x_T, "x_T")
+    check_batch(x_T, "x_T")
     x, traj = x_T, {"x_t": [x_T], "x0_pred": []}
     B = x.shape[0]
-    for i in _iter(len(times) - 1, progress):
+    for i in progress_bar(range(len(times) - 1), "predictor_corrector", progress):
         t, t_next = times[i], times[i + 1]
         sigma_t = float(sde.sigma(t))
         alpha = sde.langevin_alpha(t, t_next)
         for _ in range(n_corrector):
-            score = -_eps(model, x, t) / sigma_t
-            z = _noise(x, generator)
+            score = -_eps(model, x, t, first=i == 0) / sigma_t
+            z = noise_like(x, generator)
             grad_norm = score.reshape(B, -1).norm(dim=-1).mean()
             noise_norm = z.reshape(B, -1).norm(dim=-1).mean()
             step = 2 * alpha * (snr * noise_norm / grad_norm) ** 2
             x = x + step * score + torch.sqrt(2 * step) * z
-        eps = _eps(model, x, t)
+        eps = _eps(model, x, t, first=i == 0)
         score = -eps / sigma_t
         if predictor == "euler":
-            g = float(sde.diffusion(t))
-            dt = t_next - t
-            x_mean = x + (sde.drift(x, t) - g**2 * score) * dt
-            G = g * math.sqrt(-dt)
+            x_mean, G = _euler_maruyama(sde, x, t, t_next, score)
         else:
             f, G = sde.discretize(x, t, t_next)
             x_mean = x - f + G**2 * score  # reverse of x_{i+1} = x_i + f_i + G_i z
         x_prev = x
-        x = x_mean if i == len(times) - 2 else x_mean + G * _noise(x, generator)
+        x = x_mean if i == len(times) - 2 else x_mean + G * noise_like(x, generator)
         if trajectory:
             traj["x_t"].append(x)
             traj["x0_pred"].append(_x0(sde, x_prev, eps, t))
-    return (x, traj) if trajectory else x
+    return _finished(x, traj, trajectory, "predictor_corrector")
 
 
 def _ode_drift(model: EpsModel, sde: SDE, x: Tensor, t: float, dtype: torch.dtype) -> Tensor:
@@ -351,10 +337,9 @@ def probability_flow(
     Dormand-Prince in float64 with rtol/atol; ts only sets the end points and trajectory times).
     Returns x, or (x, traj) with trajectory, then nfe appended when return_nfe.
     """
-    if method not in ("euler", "heun", "rk45"):
-        raise ValueError(f"method must be 'euler', 'heun' or 'rk45', got {method!r}")
+    check_choice(method, "method", ("euler", "heun", "rk45"))
     times = _check_ts(ts)
-    _check_x(x_T, "x_T")
+    check_batch(x_T, "x_T")
     dtype = x_T.dtype
     traj: dict = {"x_t": [x_T], "x0_pred": []}
     nfe = 0
@@ -381,7 +366,7 @@ def probability_flow(
             traj["x_t"] = list(ys)
     else:
         x = x_T
-        for i in _iter(len(times) - 1, progress):
+        for i in progress_bar(range(len(times) - 1), "probability_flow", progress):
             t, t_next = times[i], times[i + 1]
             dt = t_next - t
             d = _ode_drift(model, sde, x, t, dtype)
@@ -395,7 +380,7 @@ def probability_flow(
             x = x_next
             if trajectory:
                 traj["x_t"].append(x)
-    out = (x, traj) if trajectory else x
+    out = _finished(x, traj, trajectory, "probability_flow")
     if return_nfe:
         return (*out, nfe) if trajectory else (x, nfe)
     return out
@@ -422,9 +407,8 @@ def log_likelihood(
     """
     from scipy.integrate import solve_ivp
 
-    _check_x(x0, "x0")
-    if not (isinstance(n_hutchinson, int) and n_hutchinson >= 1):
-        raise ValueError(f"n_hutchinson must be an int >= 1, got {n_hutchinson!r}")
+    check_batch(x0, "x0")
+    check_int(n_hutchinson, "n_hutchinson", 1)
     t_min = sde.eps if t_min is None else float(t_min)
     if not 0 <= t_min < sde.T:
         raise ValueError(f"t_min must lie in [0, 1), got {t_min}")
@@ -472,8 +456,7 @@ def bits_per_dim(nats: Tensor, dims: int, *, data_bins: int | None = None) -> Te
     The offset log2(data_bins / 2) turns a density on [-1, 1] into a likelihood of the bins
     (7 bits for 256 levels, as score_sde adds for its data).
     """
-    if not (isinstance(dims, int) and dims >= 1):
-        raise ValueError(f"dims must be an int >= 1, got {dims!r}")
+    check_int(dims, "dims", 1)
     bpd = -torch.as_tensor(nats) / (dims * math.log(2))
     if data_bins is not None:
         if data_bins < 2:

@@ -13,21 +13,17 @@ resuming reproduces an uninterrupted run bit for bit on CPU, and a damaged file 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from torch import Tensor, nn
+
+from diffnotes.io import flatten_optimizer, read_safetensors, unflatten_optimizer, write_safetensors
 
 FORMAT = "diffnotes-checkpoint-v1"
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -47,88 +43,7 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# safetensors files with a checksum (shared with diffnotes.cache)
-
-
-def tensor_digest(tensors: dict[str, Tensor]) -> str:
-    """SHA-256 over names, dtypes, shapes and raw bytes of every tensor, in sorted name order."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def write_safetensors(
-    path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str]
-) -> None:
-    """Write tensors + metadata (with their digest) atomically: temp file, fsync, os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    blob = st_save(tensors, metadata={**metadata, "sha256": tensor_digest(tensors)})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Read a file written by `write_safetensors`; ValueError if it is truncated or altered."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path={str(path)!r}: no such file")
-    data = path.read_bytes()
-    try:
-        tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + header_len])
-    except (SafetensorError, ValueError, RuntimeError, UnicodeDecodeError) as e:
-        raise ValueError(f"path={str(path)!r} is corrupt or half-written: {e}") from e
-    metadata = header.get("__metadata__") or {}
-    expected = metadata.get("sha256")
-    if expected is None or tensor_digest(tensors) != expected:
-        raise ValueError(
-            f"path={str(path)!r} is corrupt: checksum mismatch (delete it to start over)"
-        )
-    return tensors, metadata
-
-
-# ---------------------------------------------------------------------------------------------
 # checkpoints
-
-
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], str]:
-    """Optimizer state as flat tensors `optim.<param index>.<key>` + param groups as JSON."""
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for idx, state in sd["state"].items():
-        for key, value in state.items():
-            if isinstance(value, Tensor):
-                tensors[f"optim.{idx}.{key}"] = value
-            else:  # e.g. a python int step in older optimizers
-                scalars[f"{idx}.{key}"] = value
-    return tensors, json.dumps({"param_groups": sd["param_groups"], "scalars": scalars})
-
-
-def _unflatten_optimizer(tensors: dict[str, Tensor], groups_json: str) -> dict[str, Any]:
-    meta = json.loads(groups_json)
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, idx, key = name.split(".", 2)
-            state.setdefault(int(idx), {})[key] = value
-    for name, value in meta["scalars"].items():
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def _state_tensors(prefix: str, module: nn.Module) -> dict[str, Tensor]:
@@ -263,7 +178,7 @@ def train(
                     )
             model.load_state_dict(_sub(tensors, "model"))
             ema.load_state_dict(_sub(tensors, "ema"))
-            opt.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+            opt.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
             data_gen.set_state(tensors["rng.data"])
             noise_gen.set_state(tensors["rng.noise"])
             torch.set_rng_state(tensors["rng.torch"])
@@ -273,7 +188,7 @@ def train(
             step = int(meta["step"])
 
         def save() -> None:
-            opt_tensors, opt_json = _flatten_optimizer(opt)
+            opt_tensors, opt_json = flatten_optimizer(opt)
             tensors = {
                 **_state_tensors("model", model),
                 **_state_tensors("ema", ema),

@@ -16,17 +16,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from diffnotes.io import join_tensors, split_tensors
+
 NAME = re.compile(r"^checkpoint-(\d+)$")
 STATE = "state.json"  # written last inside the temp folder: its presence marks a complete one
-
-
-def fault(point: str, step: int) -> None:
-    """Fault injection for the resume tests: DIFFNOTES_LORA_FAULT=<point>:<step> SIGKILLs us."""
-    spec = os.environ.get("DIFFNOTES_LORA_FAULT", "")
-    if spec and spec == f"{point}:{step}":
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -55,30 +48,6 @@ def _fsync_tree(folder: Path) -> None:
         os.close(fd)
 
 
-def _split_state(obj, prefix: str, tensors: dict) -> object:
-    """Replace every tensor in a nested state dict by a reference into ``tensors``."""
-    if isinstance(obj, torch.Tensor):
-        tensors[prefix] = obj.detach().cpu().contiguous()
-        return {"__tensor__": prefix}
-    if isinstance(obj, dict):
-        return {
-            "__dict__": [[k, _split_state(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]
-        }
-    if isinstance(obj, (list, tuple)):
-        return [_split_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
-    return obj
-
-
-def _join_state(obj, tensors: dict) -> object:
-    if isinstance(obj, dict) and "__tensor__" in obj:
-        return tensors[obj["__tensor__"]]
-    if isinstance(obj, dict) and "__dict__" in obj:
-        return {k: _join_state(v, tensors) for k, v in obj["__dict__"]}
-    if isinstance(obj, list):
-        return [_join_state(v, tensors) for v in obj]
-    return obj
-
-
 def save_checkpoint(
     output_dir: str | Path,
     step: int,
@@ -99,13 +68,11 @@ def save_checkpoint(
         {k: v.detach().cpu().contiguous() for k, v in trainable.items()},
         tmp / "trainable.safetensors",
     )
-    tensors: dict[str, torch.Tensor] = {}
-    opt_meta = _split_state(optimizer_state, "opt", tensors)
+    tensors, opt_meta = split_tensors(optimizer_state, "opt")
     save_file(tensors, tmp / "optimizer.safetensors")
     (tmp / "optimizer.json").write_text(json.dumps(opt_meta))
     if write_lora is not None:
         write_lora(tmp)  # the diffusers-format LoRA too: any checkpoint is a usable LoRA
-    fault("kill_in_save", step)
     (tmp / STATE).write_text(json.dumps(state, indent=1))
     _fsync_tree(tmp)
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it
@@ -145,7 +112,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, di
     path = Path(path)
     trainable = load_file(path / "trainable.safetensors")
     tensors = load_file(path / "optimizer.safetensors")
-    optimizer_state = _join_state(json.loads((path / "optimizer.json").read_text()), tensors)
+    optimizer_state = join_tensors(json.loads((path / "optimizer.json").read_text()), tensors)
     # torch optimizers key per-parameter state by int; JSON made the keys strings.
     optimizer_state["state"] = {int(k): v for k, v in optimizer_state["state"].items()}
     state = json.loads((path / STATE).read_text())

@@ -7,10 +7,16 @@ a resumed run bit-identical and two processes equal to one.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import torch
 
 from diffnotes.lora.dataset import mix_seed
+
+if TYPE_CHECKING:  # diffusers only for the annotation: importing this module stays cheap
+    from diffusers import DDPMScheduler
 
 
 def encode_prompt(
@@ -74,24 +80,53 @@ def draw_noise(seeds: torch.Tensor, shape, num_timesteps: int, noise_offset: flo
     return torch.stack(eps), torch.cat(ts)
 
 
+@dataclass
+class Batch:
+    """One micro-batch of `dataset.CaptionedImages` items, as the DataLoader collates them."""
+
+    pixel_values: torch.Tensor  # (B, 3, H, W) in [-1, 1]
+    input_ids_one: torch.Tensor  # (B, 77) first tokenizer's ids
+    input_ids_two: torch.Tensor  # (B, 77) second tokenizer's ids
+    time_ids: torch.Tensor  # (B, 6) SDXL's c_size, c_crop and target size (Sec. 2.2)
+    sample_seed: torch.Tensor  # (B,) per-sample seeds of the VAE sample, noise and timestep
+
+    @classmethod
+    def from_dict(cls, batch: Mapping[str, torch.Tensor]) -> Batch:
+        """The batch from the DataLoader's dict (keys as `CaptionedImages.__getitem__`)."""
+        return cls(**{f.name: batch[f.name] for f in fields(cls)})
+
+
 def step_loss(
-    args, batch, vae, text_encoders, unet, noise_scheduler, weight_dtype, accelerator, compute_snr
+    batch: Batch,
+    *,
+    unet: torch.nn.Module,
+    vae: torch.nn.Module,
+    text_encoders: Sequence[torch.nn.Module],
+    noise_scheduler: DDPMScheduler,
+    device: torch.device,
+    weight_dtype: torch.dtype,
+    noise_offset: float = 0.0,
+    snr_gamma: float | None = None,
+    train_text_encoder: bool = False,
 ) -> torch.Tensor:
-    """One micro-batch of the DDPM eps-loss (or v-loss) on SDXL latents."""
-    device = accelerator.device
-    seeds = batch["sample_seed"]
+    """One micro-batch of the DDPM eps-loss (or v-loss) on SDXL latents.
+
+    ``noise_offset``, ``snr_gamma`` and ``train_text_encoder`` mean what the trainer's flags
+    of the same names do (defaults: theirs).
+    """
+    seeds = batch.sample_seed
     with torch.no_grad():
-        x0 = encode_latents(vae, batch["pixel_values"].to(device), seeds, weight_dtype)
+        x0 = encode_latents(vae, batch.pixel_values.to(device), seeds, weight_dtype)
     eps, t = draw_noise(
-        seeds, x0.shape[1:], noise_scheduler.config.num_train_timesteps, args.noise_offset
+        seeds, x0.shape[1:], noise_scheduler.config.num_train_timesteps, noise_offset
     )
     eps, t = eps.to(device, x0.dtype), t.to(device)
     # x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps   (DDPM Eq. 4)
     x_t = noise_scheduler.add_noise(x0, eps, t)
-    with torch.set_grad_enabled(args.train_text_encoder):
-        ids = [batch["input_ids_one"].to(device), batch["input_ids_two"].to(device)]
+    with torch.set_grad_enabled(train_text_encoder):
+        ids = [batch.input_ids_one.to(device), batch.input_ids_two.to(device)]
         prompt_embeds, pooled = encode_prompt(text_encoders, ids)
-    cond = {"text_embeds": pooled, "time_ids": batch["time_ids"].to(device, weight_dtype)}
+    cond = {"text_embeds": pooled, "time_ids": batch.time_ids.to(device, weight_dtype)}
     pred = unet(x_t, t, prompt_embeds, added_cond_kwargs=cond, return_dict=False)[0]
     if noise_scheduler.config.prediction_type == "epsilon":
         target = eps
@@ -99,11 +134,13 @@ def step_loss(
         target = noise_scheduler.get_velocity(x0, eps, t)
     else:
         raise ValueError(f"unknown prediction_type {noise_scheduler.config.prediction_type}")
-    if args.snr_gamma is None:
+    if snr_gamma is None:
         return torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="mean")
+    from diffusers.training_utils import compute_snr
+
     # Min-SNR-gamma weighting (Hang et al. 2023, Eq. 9 / Sec. 4.2 for eps and v targets).
     snr = compute_snr(noise_scheduler, t)
-    w = torch.clamp(snr, max=args.snr_gamma)
+    w = torch.clamp(snr, max=snr_gamma)
     w = w / snr if noise_scheduler.config.prediction_type == "epsilon" else w / (snr + 1)
     per = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none")
     return (per.mean(dim=list(range(1, per.ndim))) * w).mean()

@@ -15,20 +15,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from diffnotes.models.unet import Downsample, ResBlock, Upsample, check_config, check_input
+from diffnotes.models.backbone import ConvConfig
+from diffnotes.models.blocks import Downsample, ResBlock, Upsample, check_input
 
 REGULARISATIONS = ("kl", "vq")
 
 
-@dataclass
-class AutoencoderConfig:
+@dataclass(kw_only=True)
+class AutoencoderConfig(ConvConfig):
+    """The images, latents and regulariser; the widths and depth are `ConvConfig`'s."""
+
     image_size: int = 32
     in_channels: int = 3
     latent_channels: int = 4  # LDM's f=4 / f=8 models use 3-4 latent channels
-    base_channels: int = 32
     channel_mults: tuple[int, ...] = (1, 2, 2)  # f = 4: 32x32 images -> 8x8 latents
-    num_res_blocks: int = 1
-    num_groups: int = 8
     regularisation: str = "kl"  # 'kl' | 'vq'
     kl_weight: float = 1e-6  # LDM's KL-reg. weight (App. G)
     codebook_size: int = 256  # VQ: number of codes
@@ -52,7 +52,7 @@ class Autoencoder(nn.Module):
             raise ValueError(
                 f"regularisation must be one of {REGULARISATIONS}, got {cfg.regularisation!r}"
             )
-        check_config(cfg.image_size, cfg.channel_mults, cfg.base_channels, cfg.num_groups)
+        cfg.check(cfg.image_size)
         self.cfg = cfg
         self.factor = 2 ** (len(cfg.channel_mults) - 1)
         g, base, mults = cfg.num_groups, cfg.base_channels, cfg.channel_mults

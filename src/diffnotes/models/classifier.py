@@ -13,29 +13,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from diffnotes.models.unet import (
-    AttentionBlock,
-    Backbone,
-    TimeEmbedding,
-    as_time,
-    check_config,
-    check_input,
-)
+from diffnotes.models.backbone import Backbone, BackboneConfig, pooled_head, time_embedding
+from diffnotes.models.blocks import as_time, check_input
 
 
-@dataclass
-class ClassifierConfig:
+@dataclass(kw_only=True)
+class ClassifierConfig(BackboneConfig):
+    """The data and labels of the classifier; its trunk's hyperparameters are `BackboneConfig`'s."""
+
     image_size: int = 16
     in_channels: int = 1
     num_classes: int = 10
-    base_channels: int = 32
-    channel_mults: tuple[int, ...] = (1, 2)
-    num_res_blocks: int = 1
-    attention_resolutions: tuple[int, ...] = (8,)
-    num_heads: int = 1
-    dropout: float = 0.0
-    num_groups: int = 8
-    time_scale: float = 1.0  # set 1000 for continuous t in [0, 1]
 
 
 class NoisyClassifier(nn.Module):
@@ -44,33 +32,12 @@ class NoisyClassifier(nn.Module):
     def __init__(self, cfg: ClassifierConfig | None = None, **overrides: object):
         super().__init__()
         cfg = cfg or ClassifierConfig(**overrides)
-        check_config(cfg.image_size, cfg.channel_mults, cfg.base_channels, cfg.num_groups)
+        cfg.check(cfg.image_size)
         self.cfg = cfg
-        emb_dim = 4 * cfg.base_channels
-        self.time_embed = TimeEmbedding(cfg.base_channels, emb_dim, cfg.time_scale)
-
-        def mixers(ch: int, res: int) -> list[nn.Module]:
-            if res not in cfg.attention_resolutions:
-                return []
-            return [AttentionBlock(ch, cfg.num_heads, cfg.num_groups)]
-
-        self.encoder = Backbone(
-            cfg.in_channels,
-            0,
-            cfg.base_channels,
-            cfg.channel_mults,
-            cfg.num_res_blocks,
-            cfg.image_size,
-            emb_dim,
-            mixers,
-            cfg.dropout,
-            cfg.num_groups,
-            decoder=False,
-        )
+        self.time_embed = time_embedding(cfg)
+        self.encoder = Backbone(cfg, cfg.in_channels, 0, cfg.image_size, decoder=False)
         ch = self.encoder.out_channels
-        self.head = nn.Sequential(
-            nn.GroupNorm(cfg.num_groups, ch), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
-        )
+        self.head = nn.Sequential(*pooled_head(cfg.num_groups, ch))
         self.fc = nn.Linear(ch, cfg.num_classes)
 
     def features(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

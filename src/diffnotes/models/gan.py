@@ -16,21 +16,21 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from diffnotes.models.unet import (
-    Backbone,
-    ResBlock,
-    TimeEmbedding,
-    Upsample,
-    as_time,
-    check_config,
-    check_input,
-)
+from diffnotes.models.backbone import Backbone, BackboneConfig, pooled_head, time_embedding
+from diffnotes.models.blocks import ResBlock, TimeEmbedding, Upsample, as_time, check_input
 
 KINDS = ("mlp", "conv")
 
 
-@dataclass
-class GANConfig:
+@dataclass(kw_only=True)
+class GANConfig(BackboneConfig):
+    """Every GAN part: an MLP for points, or for images the U-Net trunk of `BackboneConfig`.
+
+    The conv discriminators and DDGAN's generator are `Backbone`s (one ResBlock a level and no
+    attention by default); of the trunk's fields, Diffusion-GAN's G(z) reads only base_channels,
+    channel_mults and num_groups.
+    """
+
     kind: str = "mlp"  # 'mlp': points (B, dim) | 'conv': images (B, C, S, S)
     dim: int = 2  # mlp: data dimension
     in_channels: int = 1  # conv
@@ -38,17 +38,8 @@ class GANConfig:
     z_dim: int = 32  # latent noise z ~ N(0, I)
     hidden: int = 128  # mlp width
     depth: int = 3  # mlp layers
-    base_channels: int = 32  # conv width
     channel_mults: tuple[int, ...] = (1, 2, 2)  # conv levels: 16 -> 8 -> 4
-    num_groups: int = 8
-    time_scale: float = 1.0  # set 1000 for continuous t in [0, 1]
-
-
-def _check(cfg: GANConfig) -> None:
-    if cfg.kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {cfg.kind!r}")
-    if cfg.kind == "conv":
-        check_config(cfg.image_size, cfg.channel_mults, cfg.base_channels, cfg.num_groups)
+    attention_resolutions: tuple[int, ...] = ()
 
 
 def _data_shape(cfg: GANConfig) -> tuple[int, ...]:
@@ -74,14 +65,31 @@ class TimeMLPNet(nn.Module):
         return self.out(h)
 
 
-class Generator(nn.Module):
+class _Part(nn.Module):
+    """A generator or discriminator for ``cfg.kind`` data; checks the config and keeps it."""
+
+    def __init__(self, cfg: GANConfig):
+        super().__init__()
+        if cfg.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {cfg.kind!r}")
+        if cfg.kind == "conv":
+            cfg.check(cfg.image_size)
+        self.cfg = cfg
+
+
+def _time_embedding(cfg: GANConfig) -> TimeEmbedding:
+    """As wide as the hidden layers for the MLP; the trunk's embedding for the conv parts."""
+    if cfg.kind == "mlp":
+        return TimeEmbedding(cfg.hidden, cfg.hidden, cfg.time_scale)
+    return time_embedding(cfg)
+
+
+class Generator(_Part):
     """Diffusion-GAN's generator G(z) -> x, z (B, z_dim)."""
 
     def __init__(self, cfg: GANConfig | None = None, **overrides: object):
-        super().__init__()
-        cfg = cfg or GANConfig(**overrides)
-        _check(cfg)
-        self.cfg = cfg
+        super().__init__(cfg or GANConfig(**overrides))
+        cfg = self.cfg
         if cfg.kind == "mlp":
             self.net = TimeMLPNet(cfg.z_dim, cfg.dim, cfg.hidden, cfg.depth)
             return
@@ -107,39 +115,18 @@ class Generator(nn.Module):
         return self.net(h)  # (B, C, S, S)
 
 
-class _TimeDiscriminator(nn.Module):
+class _TimeDiscriminator(_Part):
     """Logits (B,) of D(inputs..., t) for `parts` data-shaped inputs concatenated on channels."""
 
     def __init__(self, cfg: GANConfig, parts: int):
-        super().__init__()
-        _check(cfg)
-        self.cfg = cfg
+        super().__init__(cfg)
+        self.time_embed = _time_embedding(cfg)
         if cfg.kind == "mlp":
-            self.time_embed = TimeEmbedding(cfg.hidden, cfg.hidden, cfg.time_scale)
             self.net = TimeMLPNet(parts * cfg.dim, 1, cfg.hidden, cfg.depth)
             return
-        emb_dim = 4 * cfg.base_channels
-        self.time_embed = TimeEmbedding(cfg.base_channels, emb_dim, cfg.time_scale)
-        self.encoder = Backbone(
-            parts * cfg.in_channels,
-            0,
-            cfg.base_channels,
-            cfg.channel_mults,
-            1,
-            cfg.image_size,
-            emb_dim,
-            lambda ch, res: [],
-            groups=cfg.num_groups,
-            decoder=False,
-        )
+        self.encoder = Backbone(cfg, parts * cfg.in_channels, 0, cfg.image_size, decoder=False)
         ch = self.encoder.out_channels
-        self.head = nn.Sequential(
-            nn.GroupNorm(cfg.num_groups, ch),
-            nn.SiLU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(ch, 1),
-        )
+        self.head = nn.Sequential(*pooled_head(cfg.num_groups, ch), nn.Linear(ch, 1))
 
     def _logits(self, inputs: list[torch.Tensor], t: torch.Tensor) -> torch.Tensor:
         b = inputs[0].shape[0]
@@ -173,32 +160,18 @@ class DDGANDiscriminator(_TimeDiscriminator):
         return self._logits([x_prev, x_t], t)
 
 
-class DDGANGenerator(nn.Module):
+class DDGANGenerator(_Part):
     """DDGAN's G(x_t, z, t) -> x0 prediction; z enters with the time embedding (Sec. 4.2)."""
 
     def __init__(self, cfg: GANConfig | None = None, **overrides: object):
-        super().__init__()
-        cfg = cfg or GANConfig(**overrides)
-        _check(cfg)
-        self.cfg = cfg
+        super().__init__(cfg or GANConfig(**overrides))
+        cfg = self.cfg
+        self.time_embed = _time_embedding(cfg)
         if cfg.kind == "mlp":
-            self.time_embed = TimeEmbedding(cfg.hidden, cfg.hidden, cfg.time_scale)
             self.net = TimeMLPNet(cfg.dim + cfg.z_dim, cfg.dim, cfg.hidden, cfg.depth)
             return
-        emb_dim = 4 * cfg.base_channels
-        self.time_embed = TimeEmbedding(cfg.base_channels, emb_dim, cfg.time_scale)
-        self.z_embed = nn.Sequential(nn.Linear(cfg.z_dim, emb_dim), nn.SiLU())
-        self.net = Backbone(
-            cfg.in_channels,
-            cfg.in_channels,
-            cfg.base_channels,
-            cfg.channel_mults,
-            1,
-            cfg.image_size,
-            emb_dim,
-            lambda ch, res: [],
-            groups=cfg.num_groups,
-        )
+        self.z_embed = nn.Sequential(nn.Linear(cfg.z_dim, cfg.emb_dim), nn.SiLU())
+        self.net = Backbone(cfg, cfg.in_channels, cfg.in_channels, cfg.image_size)
 
     def forward(self, x_t: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         check_input(x_t, _data_shape(self.cfg), "x_t")

@@ -1,6 +1,6 @@
 """Latent U-Net with cross-attention to a text embedding (Rombach et al. 2022, Sec. 3.3, Eq. 3).
 
-Own code: the DDPM U-Net of ``unet.py`` with each attention level holding self-attention and
+Own code: the DDPM U-Net (``backbone``) with each attention level holding self-attention and
 cross-attention, Attention(Q = W_Q phi(z_t), K = W_K tau(y), V = W_V tau(y)), to a context
 (B, L, E). A learned null token is always prepended to the context: ``context=None`` or a
 ``drop`` flag leaves only it, which is the unconditional branch CFG needs. Also a tiny word-level
@@ -15,29 +15,20 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from diffnotes.models.unet import (
-    AttentionBlock,
-    Backbone,
-    TimeEmbedding,
-    as_time,
-    check_config,
-    check_input,
-)
+from diffnotes.models.backbone import Backbone, BackboneConfig, time_embedding
+from diffnotes.models.blocks import AttentionBlock, as_time, check_input
 
 
-@dataclass
-class LatentUNetConfig:
+@dataclass(kw_only=True)
+class LatentUNetConfig(BackboneConfig):
+    """The latents and text context of the LDM U-Net, and its trunk's changes to the defaults."""
+
     latent_channels: int = 4
     latent_size: int = 8  # 32x32 images at f = 4
+    context_dim: int = 64  # E of the text embedding
     base_channels: int = 48
-    channel_mults: tuple[int, ...] = (1, 2)  # resolutions 8, 4
-    num_res_blocks: int = 1
     attention_resolutions: tuple[int, ...] = (8, 4)  # self + cross attention here
     num_heads: int = 4
-    context_dim: int = 64  # E of the text embedding
-    dropout: float = 0.0
-    num_groups: int = 8
-    time_scale: float = 1.0  # set 1000 for continuous t in [0, 1]
 
 
 class LatentUNet(nn.Module):
@@ -46,10 +37,9 @@ class LatentUNet(nn.Module):
     def __init__(self, cfg: LatentUNetConfig | None = None, **overrides: object):
         super().__init__()
         cfg = cfg or LatentUNetConfig(**overrides)
-        check_config(cfg.latent_size, cfg.channel_mults, cfg.base_channels, cfg.num_groups)
+        cfg.check(cfg.latent_size)
         self.cfg = cfg
-        emb_dim = 4 * cfg.base_channels
-        self.time_embed = TimeEmbedding(cfg.base_channels, emb_dim, cfg.time_scale)
+        self.time_embed = time_embedding(cfg)
         self.null_token = nn.Parameter(torch.randn(1, 1, cfg.context_dim) * 0.02)
 
         def mixers(ch: int, res: int) -> list[nn.Module]:
@@ -60,18 +50,8 @@ class LatentUNet(nn.Module):
                 AttentionBlock(ch, cfg.num_heads, cfg.num_groups, context_dim=cfg.context_dim),
             ]
 
-        self.backbone = Backbone(
-            cfg.latent_channels,
-            cfg.latent_channels,
-            cfg.base_channels,
-            cfg.channel_mults,
-            cfg.num_res_blocks,
-            cfg.latent_size,
-            emb_dim,
-            mixers,
-            cfg.dropout,
-            cfg.num_groups,
-        )
+        c, size = cfg.latent_channels, cfg.latent_size
+        self.backbone = Backbone(cfg, c, c, size, mixers)
 
     def forward(
         self,

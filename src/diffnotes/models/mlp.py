@@ -12,7 +12,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from diffnotes.models.unet import TimeEmbedding, as_time, check_input, class_embedding
+from diffnotes.models.blocks import (
+    ClassConditioned,
+    TimeEmbedding,
+    check_input,
+    label_embedding,
+    squash_variance,
+)
 
 
 @dataclass
@@ -25,7 +31,7 @@ class MLPConfig:
     time_scale: float = 1.0  # set 1000 for continuous t in [0, 1]
 
 
-class TimeMLP(nn.Module):
+class TimeMLP(ClassConditioned):
     """eps_theta(x_t, t[, y]) for points (B, D); y=None (or y < 0) is the null class."""
 
     def __init__(self, cfg: MLPConfig | None = None, **overrides: object):
@@ -34,9 +40,7 @@ class TimeMLP(nn.Module):
         self.cfg = cfg
         h = cfg.hidden
         self.time_embed = TimeEmbedding(h, h, cfg.time_scale)
-        self.class_embed = (
-            nn.Embedding(cfg.num_classes + 1, h) if cfg.num_classes is not None else None
-        )
+        self.class_embed = label_embedding(cfg.num_classes, h)
         self.inp = nn.Linear(cfg.dim, h)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, h))
@@ -46,21 +50,13 @@ class TimeMLP(nn.Module):
             nn.LayerNorm(h), nn.SiLU(), nn.Linear(h, cfg.dim * (2 if cfg.learned_variance else 1))
         )
 
-    @property
-    def null_class(self) -> int | None:
-        return self.cfg.num_classes
-
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None
     ) -> torch.Tensor:
         check_input(x, (self.cfg.dim,))
-        emb = self.time_embed(as_time(t, x.shape[0], x.device))  # (B, H)
-        emb = emb + class_embedding(self.class_embed, y, x.shape[0], x.device)
+        emb = self.embed(x, t, y)  # (B, H)
         h = self.inp(x)  # (B, H)
         for block in self.blocks:
             h = h + block(h + emb)
         out = self.out(h)  # (B, D) or (B, 2D)
-        if self.cfg.learned_variance:
-            eps, v = out.chunk(2, dim=-1)
-            out = torch.cat([eps, torch.tanh(v)], dim=-1)
-        return out
+        return squash_variance(out) if self.cfg.learned_variance else out

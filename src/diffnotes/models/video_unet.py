@@ -1,6 +1,6 @@
 """Factorised space-time U-Net for video (Ho et al. 2022, "Video Diffusion Models", Sec. 3).
 
-Own code: the 2-D U-Net of ``unet.py`` applied to every frame (frames folded into the batch), with
+Own code: the 2-D U-Net (``backbone``) applied to every frame (frames folded into the batch), with
 temporal attention over the F frames at each spatial position after every residual block, so
 space and time are mixed by separate, cheap operations. Conditioning on known frames (prediction,
 interpolation) is by frame mask: the network also sees x_cond * mask and a per-frame mask channel,
@@ -14,33 +14,29 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from diffnotes.models.unet import (
+from diffnotes.models.backbone import Backbone, BackboneConfig, time_embedding
+from diffnotes.models.blocks import (
     AttentionBlock,
-    Backbone,
     Mixer,
-    TimeEmbedding,
     as_time,
     attend,
-    check_config,
     check_input,
     timestep_embedding,
     zero_module,
 )
 
 
-@dataclass
-class VideoUNetConfig:
+@dataclass(kw_only=True)
+class VideoUNetConfig(BackboneConfig):
+    """The video's shape on top of `BackboneConfig`.
+
+    ``attention_resolutions`` places the spatial self-attention; temporal attention follows every
+    ResBlock at every resolution.
+    """
+
     frames: int = 8
     image_size: int = 16
     in_channels: int = 1
-    base_channels: int = 32
-    channel_mults: tuple[int, ...] = (1, 2)
-    num_res_blocks: int = 1
-    attention_resolutions: tuple[int, ...] = (8,)  # spatial self-attention here
-    num_heads: int = 1
-    dropout: float = 0.0
-    num_groups: int = 8
-    time_scale: float = 1.0  # set 1000 for continuous t in [0, 1]
 
 
 class TemporalAttention(Mixer):
@@ -72,10 +68,9 @@ class VideoUNet(nn.Module):
     def __init__(self, cfg: VideoUNetConfig | None = None, **overrides: object):
         super().__init__()
         cfg = cfg or VideoUNetConfig(**overrides)
-        check_config(cfg.image_size, cfg.channel_mults, cfg.base_channels, cfg.num_groups)
+        cfg.check(cfg.image_size)
         self.cfg = cfg
-        emb_dim = 4 * cfg.base_channels
-        self.time_embed = TimeEmbedding(cfg.base_channels, emb_dim, cfg.time_scale)
+        self.time_embed = time_embedding(cfg)
 
         def mixers(ch: int, res: int) -> list[nn.Module]:
             spatial = [AttentionBlock(ch, cfg.num_heads, cfg.num_groups)]
@@ -83,18 +78,8 @@ class VideoUNet(nn.Module):
             return (spatial if res in cfg.attention_resolutions else []) + temporal
 
         # Input channels: x_t, the known frames x_cond * mask, and the mask itself.
-        self.backbone = Backbone(
-            2 * cfg.in_channels + 1,
-            cfg.in_channels,
-            cfg.base_channels,
-            cfg.channel_mults,
-            cfg.num_res_blocks,
-            cfg.image_size,
-            emb_dim,
-            mixers,
-            cfg.dropout,
-            cfg.num_groups,
-        )
+        c, size = cfg.in_channels, cfg.image_size
+        self.backbone = Backbone(cfg, 2 * c + 1, c, size, mixers)
 
     def forward(
         self,
