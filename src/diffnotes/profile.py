@@ -23,6 +23,8 @@ from typing import TypeVar
 
 import torch
 
+from diffnotes.util import env_flag
+
 PROFILES = ("ci", "book", "gpu")
 T = TypeVar("T")
 
@@ -40,10 +42,6 @@ class Profile:
     def pick(self, *, ci: T, book: T, gpu: T) -> T:
         """The value for this profile (all three are required so no chapter forgets one)."""
         return {"ci": ci, "book": book, "gpu": gpu}[self.name]
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
 
 
 def seed_from_env() -> int:
@@ -76,7 +74,7 @@ def profile(name: str | None = None) -> Profile:
         allowed = ", ".join(PROFILES)
         raise ValueError(f"{source}={name!r} is not a profile; allowed values: {allowed}")
     on_gpu = name == "gpu" and torch.cuda.is_available()
-    static = _flag("DIFFNOTES_STATIC")
+    static = env_flag("DIFFNOTES_STATIC")
     return Profile(
         name=name,
         device=torch.device("cuda" if on_gpu else "cpu"),

@@ -107,14 +107,6 @@ def _ema_update(ema: list[Tensor], live: list[Tensor], n_params: int, decay: flo
         e.copy_(b)
 
 
-def _resolve_progress(progress: bool | None) -> bool:
-    if progress is not None:
-        return progress
-    from diffnotes.profile import profile
-
-    return profile().progress
-
-
 def train(
     model: nn.Module,
     loss_fn: LossFn,
@@ -129,7 +121,7 @@ def train(
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
-    progress: bool | None = None,
+    progress: bool = False,
     log_every: int = 50,
 ) -> TrainResult:
     """Train ``model`` for ``steps`` AdamW steps on minibatches of ``data``; Ho et al. 2020 setup.
@@ -205,7 +197,7 @@ def train(
             write_safetensors(ckpt, tensors, meta)
 
         bar = None
-        if _resolve_progress(progress) and step < steps:
+        if progress and step < steps:
             from tqdm import tqdm  # the text bar: widget bars render blank in the static book
 
             bar = tqdm(total=steps, initial=step, desc="train", ascii=True, mininterval=1.0)

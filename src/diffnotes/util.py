@@ -8,6 +8,7 @@ static book) and is off unless the caller passes ``progress=True``.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
@@ -72,3 +73,8 @@ def progress_bar(items: Iterable[T], desc: str, enabled: bool) -> Iterable[T]:
     from tqdm import tqdm
 
     return tqdm(items, desc=desc, ascii=True, mininterval=1.0)
+
+
+def env_flag(name: str) -> bool:
+    """An on/off environment variable (1, true or yes, any case), e.g. DIFFNOTES_STATIC."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")

@@ -34,6 +34,7 @@ from diffnotes.lora.report import RunLog, write_model_card
 from diffnotes.lora.run import Run, setup
 from diffnotes.lora.validation import save_images, validation_images
 from diffnotes.lora.weights import WEIGHT_NAME
+from diffnotes.util import env_flag
 
 
 def resume(run: Run) -> None:
@@ -71,8 +72,6 @@ def open_log(run: Run) -> None:
     """The CSV log (cut back to the resumed step), the trackers and the progress bar."""
     from tqdm import tqdm
 
-    from diffnotes.profile import profile
-
     args = run.args
     if run.main:
         run.log = RunLog(run.out / args.logging_dir / "train_log.csv", resume_step=run.global_step)
@@ -81,7 +80,7 @@ def open_log(run: Run) -> None:
             config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))},
         )
     # the static book shows no bars: their carriage returns render as one long line there
-    quiet_bar = not run.main or profile().static
+    quiet_bar = not run.main or env_flag("DIFFNOTES_STATIC")
     run.bar = tqdm(total=run.max_steps, initial=run.global_step, desc="Steps", disable=quiet_bar)
 
 
