@@ -209,6 +209,70 @@ def print_tables(summary: dict) -> None:
             )
 
 
+def load_runs(path: Path) -> tuple[dict, list[Run]]:
+    """The header and the runs (with their records) of a `--out` file."""
+    data = json.loads(path.read_text())
+    runs = []
+    for r in data.get("runs", []):
+        if "records" not in r:
+            raise SystemExit(f"--merge: {path} has no per-run records (written by an older runner)")
+        run = Run(ROOT / "notebooks" / f"{r['chapter']}.ipynb", r["seed"], r["threads"])
+        run.returncode, run.seconds, run.error = (0 if r["ok"] else 1), r["seconds"], r["error"]
+        run.records = r["records"]
+        runs.append(run)
+    return data, runs
+
+
+def merge(paths: list[Path], out: Path) -> int:
+    """One summary from several runner outputs of the same profile (e.g. a run split in parts)."""
+    headers, runs = [], []
+    for path in paths:
+        if not path.is_file():
+            raise SystemExit(f"--merge: {path} is not a file")
+        header, part = load_runs(path)
+        headers.append(header)
+        runs += part
+    profiles = {h["profile"] for h in headers}
+    if len(profiles) != 1:
+        raise SystemExit(f"--merge: the files mix profiles {sorted(profiles)}")
+    keys = [(r.chapter.stem, r.seed, r.threads) for r in runs]
+    if len(set(keys)) != len(keys):
+        raise SystemExit("--merge: the same (chapter, seed, threads) run appears twice")
+    summary = summarise(runs)
+    print_tables(summary)
+    write(out, profiles.pop(), runs, summary, sum(h["wall_seconds"] for h in headers))
+    failed = [c for c in summary["claims"] if c["passes"] < c["runs"]]
+    return 1 if failed or any(r.returncode != 0 for r in runs) else 0
+
+
+def write(path: Path, profile: str, runs: list[Run], summary: dict, wall: float) -> None:
+    """The runner's JSON: header, every run with its records, the per-claim summary."""
+    payload = dict(
+        profile=profile,
+        seeds=sorted({r.seed for r in runs}),
+        threads=sorted({r.threads for r in runs}),
+        wall_seconds=round(wall, 1),
+        runs=[
+            dict(
+                chapter=r.chapter.stem,
+                seed=r.seed,
+                threads=r.threads,
+                ok=r.returncode == 0,
+                seconds=round(r.seconds, 1),
+                error=r.error,
+                values={rec["name"]: rec["value"] for rec in r.records},
+                records=r.records,
+            )
+            for r in runs
+        ],
+        **summary,
+    )
+    tmp_out = path.with_suffix(path.suffix + ".tmp")
+    tmp_out.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(tmp_out, path)
+    print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("chapters", nargs="*", help="notebook paths or names (default: all)")
@@ -219,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=900, help="seconds per notebook cell")
     parser.add_argument("--out", type=Path, help="write the summary and every run as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep each run's folder (outputs)")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        help="no runs: combine the runs of earlier --out files into one summary (needs --out)",
+    )
     parser.add_argument("--execute", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.execute is not None:
@@ -232,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--cores and --timeout must be >= 1")
     if args.out is not None and not args.out.parent.is_dir():
         parser.error(f"--out: folder {args.out.parent} does not exist")
+    if args.merge:
+        if args.out is None:
+            parser.error("--merge needs --out")
+        return merge(args.merge, args.out)
     chapters = resolve(args.chapters) if args.chapters else all_chapters()
     runs = [Run(c, s, t) for c in chapters for s in args.seeds for t in args.threads]
     print(
@@ -256,29 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(errors)} of {len(runs)} runs failed; {wall:.0f} s wall"
     )
     if args.out is not None:
-        payload = dict(
-            profile=args.profile,
-            seeds=args.seeds,
-            threads=args.threads,
-            wall_seconds=round(wall, 1),
-            runs=[
-                dict(
-                    chapter=r.chapter.stem,
-                    seed=r.seed,
-                    threads=r.threads,
-                    ok=r.returncode == 0,
-                    seconds=round(r.seconds, 1),
-                    error=r.error,
-                    values={rec["name"]: rec["value"] for rec in r.records},
-                )
-                for r in runs
-            ],
-            **summary,
-        )
-        tmp_out = args.out.with_suffix(args.out.suffix + ".tmp")
-        tmp_out.write_text(json.dumps(payload, indent=1) + "\n")
-        os.replace(tmp_out, args.out)
-        print(f"wrote {args.out}")
+        write(args.out, args.profile, runs, summary, wall)
     return 1 if errors or failed else 0
 
 
