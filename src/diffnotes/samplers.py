@@ -101,6 +101,12 @@ def p_sample(
     ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
     out = _call(model, x, _model_t(schedule, t, x), 2 if variance == "learned" else 1, _first)
     eps, v = out.chunk(2, dim=1) if variance == "learned" else (out, None)
+    if _first and v is not None and bool(v.detach().abs().max() > 1.0 + 1e-3):
+        # outside [-1, 1] the interpolation extrapolates the log-variance beyond beta and
+        # beta_tilde (iDDPM eq. 15 assumes v in [-1, 1]); refused rather than silently extended
+        raise ValueError(
+            f"learned-variance output v must lie in [-1, 1], got max |v| {float(v.abs().max()):.3g}"
+        )
     x0 = eps_to_x0(x, eps, ab)
     if clip_x0:
         x0 = x0.clamp(-1.0, 1.0)
@@ -159,10 +165,16 @@ def ddim(
 ) -> Tensor | tuple[Tensor, dict]:
     """DDIM (Song et al. 2021, eq. 12) with sigma_t(eta) of eq. 16; eta=0 is deterministic.
 
-    eta=1 gives sigma_t^2 = beta_tilde_t, the DDPM posterior step. With clip_x0 the eps used for
-    the direction is re-derived from the clipped x0, as in iDDPM's ddim_sample.
+    eta=1 gives sigma_t^2 = beta_tilde_t, the DDPM posterior step; eta > 1 is refused, since
+    sigma_t^2 would exceed 1 - alpha_bar_prev and the direction term's square root turn
+    imaginary. With clip_x0 the eps used for the direction is re-derived from the clipped x0, as
+    in iDDPM's ddim_sample.
     """
     eta = check_number(eta, "eta", minimum=0.0)
+    if eta > 1.0:
+        raise ValueError(
+            f"eta must lie in [0, 1] (eta > 1 makes sigma_t^2 > 1 - alpha_bar_prev), got {eta!r}"
+        )
     steps = schedule.check_steps(ts)
     check_batch(x_T, "x_T")
     traj = dict(x_t=[x_T], x0_pred=[]) if trajectory else None

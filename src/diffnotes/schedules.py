@@ -86,8 +86,9 @@ class DiscreteSchedule:
 
     def __init__(self, betas: Tensor | Sequence[float], timesteps: Tensor | None = None):
         betas = _as_float64(betas, "betas")
-        if (betas <= 0).any() or (betas > 1).any():
-            raise ValueError("betas must lie in (0, 1]")
+        if (betas <= 0).any() or (betas >= 1).any():
+            # beta = 1 makes alpha_bar 0, and every sampler divides by sqrt(alpha_bar)
+            raise ValueError("betas must lie in (0, 1) (beta = 1 would make alpha_bar reach 0)")
         self.betas = betas
         self.T = int(betas.shape[0])
         self.alphas = 1.0 - betas
@@ -182,6 +183,10 @@ def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) ->
     beta_t = 1 - alpha_bar(t)/alpha_bar(t-1) is clipped at max_beta (the singularity at t = T).
     """
     T = _check_T(T)
+    if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0):
+        raise ValueError(f"s must be a finite number > 0, got {s!r}")
+    if not (isinstance(max_beta, (int, float)) and 0 < max_beta < 1):
+        raise ValueError(f"max_beta must lie in (0, 1) (1 makes alpha_bar_T = 0), got {max_beta!r}")
     i = torch.arange(T + 1, dtype=torch.float64)
     f = torch.cos((i / T + s) / (1 + s) * math.pi / 2) ** 2
     betas = torch.clamp(1.0 - f[1:] / f[:-1], max=max_beta)
@@ -210,8 +215,8 @@ def from_betas(betas: Tensor | Sequence[float]) -> DiscreteSchedule:
 def from_alphas_cumprod(alphas_cumprod: Tensor | Sequence[float]) -> DiscreteSchedule:
     """A schedule from alpha_bar, with beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}."""
     ac = _as_float64(alphas_cumprod, "alphas_cumprod")
-    if (ac <= 0).any() or (ac > 1).any() or (ac[1:] >= ac[:-1]).any():
-        raise ValueError("alphas_cumprod must be strictly decreasing in (0, 1]")
+    if (ac <= 0).any() or (ac >= 1).any() or (ac[1:] >= ac[:-1]).any():
+        raise ValueError("alphas_cumprod must be strictly decreasing in (0, 1)")
     prev = torch.cat([ac.new_ones(1), ac[:-1]])
     return DiscreteSchedule(1.0 - ac / prev)
 
