@@ -112,3 +112,16 @@ def test_notebook_local_class_source_is_in_the_key():
 def test_entry_path_stays_inside_the_cache(tmp_cache):
     path = cache.entry_path("../../escape", {}, profile="../x", seed=0)
     assert tmp_cache.resolve() in path.resolve().parents
+
+
+def test_read_only_cache_still_loads_what_it_holds(tmp_cache):
+    calls = []
+    cache.cached("c/m", {}, build, make_fit(calls), verbose=False)
+    for folder in (tmp_cache / "c_m", tmp_cache):
+        folder.chmod(0o555)
+    try:
+        cache.cached("c/m", {}, build, make_fit(calls), verbose=False)
+        assert calls == [1]  # trained once, then loaded from the read-only cache
+    finally:
+        for folder in (tmp_cache, tmp_cache / "c_m"):
+            folder.chmod(0o755)

@@ -3,8 +3,10 @@
 import json
 import time
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch.testing import assert_close
 
 from diffnotes import data
@@ -134,6 +136,60 @@ def test_image_folder_errors(tmp_path):
         data.save_image_folder(s.images, ["one"], tmp_path / "g")
     with pytest.raises(ValueError, match="images"):
         data.save_image_folder(s.images[0], s.captions, tmp_path / "g")
+
+
+def test_image_folder_good_paths_still_load(tmp_path):
+    # a subfolder, and a link that stays inside the folder, are fine
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    Image.new("L", (4, 4), 10).save(tmp_path / "d" / "sub" / "a.png")
+    (tmp_path / "d" / "b.png").symlink_to(tmp_path / "d" / "sub" / "a.png")
+    rows = [{"file_name": "sub/a.png", "text": "a"}, {"file_name": "b.png", "text": "b"}]
+    (tmp_path / "d" / "metadata.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    images, captions = data.image_folder(tmp_path / "d")
+    assert images.shape == (2, 1, 4, 4) and captions == ["a", "b"]
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
+    levels = np.array([0, 257, 128 * 257, 65535], np.uint16)  # 8-bit 0, 1, 128, 255
+    grid = np.tile(levels, (4, 1))
+    (tmp_path / "d").mkdir()
+    Image.fromarray(grid).save(tmp_path / "d" / "a.png")  # mode I;16
+    header = b"P5\n4 4\n65535\n"  # PIL reads a 16-bit PGM as mode I
+    (tmp_path / "d" / "b.pgm").write_bytes(header + grid.astype(">u2").tobytes())
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(tmp_path / "d" / "c.png")
+    rows = [{"file_name": f, "text": f} for f in ("a.png", "b.pgm")]
+    (tmp_path / "d" / "metadata.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    images, _ = data.image_folder(tmp_path / "d")
+    expected = torch.tensor([0.0, 1.0, 128.0, 255.0]) / 127.5 - 1.0
+    assert images.shape == (2, 1, 4, 4)
+    assert_close(images[:, 0], expected.expand(2, 4, 4))
+    # beside a colour image, a 16-bit one is repeated over 3 channels
+    rows.append({"file_name": "c.png", "text": "red"})
+    (tmp_path / "d" / "metadata.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
+    mixed, _ = data.image_folder(tmp_path / "d")
+    assert mixed.shape == (3, 3, 4, 4)
+    assert_close(mixed[:2], expected.expand(2, 3, 4, 4))
+
+
+def test_large_jpeg_is_decoded_reduced_not_whole(tmp_path):
+    (tmp_path / "d").mkdir()
+    Image.new("RGB", (512, 384), (0, 0, 255)).save(tmp_path / "d" / "big.jpg", quality=95)
+    # 196,608 pixels: over max_pixels, so only a reduced decode (here 1/8: 64 x 48) may load it
+    images, _ = data.image_folder(tmp_path / "d", caption_column=None, size=32, max_pixels=50_000)
+    assert images.shape == (1, 3, 32, 32)
+    assert_close(images[0, 2], torch.ones(32, 32), atol=0.05, rtol=0)
+    with pytest.raises(ValueError, match=r"big\.jpg.*max_pixels=50,000"):
+        data.image_folder(tmp_path / "d", caption_column=None, max_pixels=50_000)
+
+
+def test_mixed_grey_and_colour_resize_as_before(tmp_path):
+    # a grey image beside a colour one equals converting it to RGB first, then resizing
+    grey = Image.fromarray(np.random.default_rng(0).integers(0, 256, (9, 13), dtype=np.uint8))
+    grey.save(tmp_path / "a.png")
+    Image.new("RGB", (13, 9), "red").save(tmp_path / "b.png")
+    images, _ = data.image_folder(tmp_path, caption_column=None, size=5)
+    before = np.asarray(data.folder._square(grey.convert("RGB"), 5), dtype=np.float32)
+    assert_close(images[0], torch.from_numpy(before.transpose(2, 0, 1) / 127.5 - 1.0))
 
 
 def test_load_dispatch_and_errors(capsys):

@@ -4,6 +4,8 @@ The key is (name, profile, config hash, diffnotes version, code hash): the code 
 source of the model's module, of `diffnotes.train` and `diffnotes.losses`, and of the ``build`` and
 ``fit`` functions, so editing any of them retrains. Files live in ``$DIFFNOTES_CACHE`` (default
 ``~/.cache/diffnotes``) as safetensors with a checksum; a damaged entry is retrained, never loaded.
+Every entry path is checked to lie inside that directory, and the directory is checked for
+writing before a model is trained, not after.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -83,17 +86,62 @@ def _code_hash(model: nn.Module, build: Callable, fit: Callable) -> str:
 def entry_path(
     name: str, config: dict, *, profile: str | None = None, seed: int | None = None
 ) -> Path:
-    """Where `cached` keeps ``name`` for this config, profile and seed (code hash: metadata)."""
+    """Where `cached` keeps ``name`` for this config, profile and seed (code hash: metadata).
+
+    Always a file inside `cache_dir`: ``name`` and ``profile`` are reduced to letters, digits,
+    ``_ . -`` (no ``/``, no leading dot), and a path that a link would lead out is refused.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name must be a non-empty string like 'ddpm/unet', got {name!r}")
     if profile is None or seed is None:
         from diffnotes.profile import profile as get_profile
 
         prof = get_profile()
         profile = prof.name if profile is None else profile
         seed = prof.seed if seed is None else seed
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.")
     safe_profile = re.sub(r"[^A-Za-z0-9_-]+", "_", str(profile))
+    if not safe:
+        raise ValueError(f"name={name!r} has no letter or digit to name its cache folder")
+    if not safe_profile.strip("_"):
+        raise ValueError(f"profile={profile!r} has no letter or digit to name a cache entry")
     file = f"{safe_profile}-s{seed}-{config_hash(config)}-v{diffnotes.__version__}.safetensors"
-    return cache_dir() / safe / file
+    root = cache_dir()
+    path = root / safe / file
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ValueError(
+            f"name={name!r}: {str(root / safe)!r} is a link out of the cache directory "
+            f"{str(root)!r} (DIFFNOTES_CACHE); remove it"
+        )
+    return path
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse, before any training, a cache entry that could not be written (names the variable).
+
+    Creates the cache directory if missing and writes and removes a probe file in the deepest
+    existing folder on the way to ``path``; nothing else is left behind.
+    """
+    root = cache_dir()
+    env = os.environ.get("DIFFNOTES_CACHE")
+    source = f"DIFFNOTES_CACHE={env!r}" if env else "the default (DIFFNOTES_CACHE unset)"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        folder = path.parent
+        while not folder.exists() and folder != root:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise NotADirectoryError(f"{str(folder)!r} is not a directory")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OSError(
+            f"cache directory {str(root)!r} from {source} is not writable "
+            f"({type(e).__name__}: {e}); set DIFFNOTES_CACHE to a writable folder"
+        ) from e
 
 
 def cached(
@@ -148,6 +196,7 @@ def cached(
         except (ValueError, RuntimeError) as e:  # damaged or stale: retrain, never load it
             warnings.warn(f"cache: ignoring {path}: {e}", stacklevel=2)
 
+    _check_writable(path)  # before training: a full run must not be lost to a read-only cache
     start = time.perf_counter()
     fitted = fit(model)
     if not isinstance(fitted, nn.Module):

@@ -2,11 +2,14 @@
 
 The layout is Hugging Face's ``imagefolder`` one (PNG/JPEG files beside a ``metadata.jsonl`` whose
 lines hold ``file_name`` and ``text``), so a folder written here also loads with ``datasets``.
+Every file a row names must lie inside the folder (no ``..``, no absolute path, no link out), and
+every decode error names the file and its metadata line.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +18,13 @@ import torch
 
 METADATA = "metadata.jsonl"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# The largest image decoded whole (8192 x 8192); a larger JPEG is decoded at 1/2 to 1/8 scale when
+# `size` asks for less, anything else above it is refused. PIL's own decompression-bomb limit
+# (Image.MAX_IMAGE_PIXELS) stays on as well.
+MAX_PIXELS = 8192 * 8192
+# 16-bit greyscale: I;16* from PNG/TIFF, I from PGM (PIL scales any maxval to 0..65535).
+SIXTEEN_BIT = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+GREY_MODES = ("1", "L", *SIXTEEN_BIT)
 
 
 def save_image_folder(
@@ -51,28 +61,32 @@ def image_folder(
     image_column: str = "file_name",
     caption_column: str | None = "text",
     size: int | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> tuple[torch.Tensor, list[str] | None]:
     """Load a folder of images as ((N, C, size, size) float32 in [-1, 1], captions).
 
     Images are listed by metadata.jsonl; with ``caption_column=None`` it is optional, every image
     file in the folder is loaded (sorted by name) and captions are None. ``size`` centre-crops to a
     square and resizes; without it all images must share one size. C is 1 when every image is
-    greyscale, else 3.
+    greyscale, else 3. 16-bit greyscale is scaled from 0..65535; an image above ``max_pixels`` is
+    refused unless it is a JPEG that decodes at a reduced scale still at least ``size``.
     """
-    from PIL import Image
-
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"path {str(path)!r} is not an existing image folder")
     if size is not None and int(size) < 1:
         raise ValueError(f"size must be a positive number of pixels or None, got {size}")
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive number of pixels, got {max_pixels!r}")
     meta = path / METADATA
     if not meta.is_file() and not any(_is_image(p) for p in path.iterdir()):
         raise ValueError(f"path {str(path)!r} holds no images and no {METADATA}")
     if meta.is_file():
-        rows = [json.loads(line) for line in meta.read_text().splitlines() if line.strip()]
+        _inside(path, METADATA, f"path {str(path)!r}", "metadata file")
+        rows, where = _read_metadata(meta)
     elif caption_column is None:
-        rows = [{image_column: p.name} for p in sorted(path.iterdir()) if _is_image(p)]
+        files = [p for p in sorted(path.iterdir()) if _is_image(p)]
+        rows, where = [{image_column: p.name} for p in files], [f"path {str(path)!r}"] * len(files)
     else:
         raise FileNotFoundError(
             f"path {str(path)!r} has no {METADATA} with captions; pass caption_column=None "
@@ -85,25 +99,108 @@ def image_folder(
         if column is not None and any(column not in row for row in rows):
             raise ValueError(f"{arg}={column!r} is not a column of {METADATA}; columns: {columns}")
 
-    pictures = []
-    for row in rows:
-        file = path / row[image_column]
+    # every path is checked before any image is decoded
+    files = [_inside(path, row[image_column], at, image_column) for row, at in zip(rows, where)]
+    for file, row, at in zip(files, rows, where):
         if not file.is_file():
-            raise FileNotFoundError(f"{METADATA} lists {row[image_column]!r}, missing in {path}")
-        with Image.open(file) as im:
-            pictures.append(im.copy())
-    grey = all(im.mode in ("L", "1", "I;16", "I") for im in pictures)
-    pictures = [im.convert("L" if grey else "RGB") for im in pictures]
-    if size is not None:
-        pictures = [_square(im, int(size)) for im in pictures]
+            raise FileNotFoundError(f"{at}: {image_column}={row[image_column]!r} is missing")
+    pictures, grey = [], []
+    for file, at in zip(files, where):
+        picture = _load(file, at, None if size is None else int(size), max_pixels)
+        pictures.append(picture)
+        grey.append(picture.mode == "L")
+    if not all(grey):  # a colour image among them: every image gets 3 channels
+        pictures = [im.convert("RGB") for im in pictures]
     sizes = {im.size for im in pictures}
     if len(sizes) > 1:
         raise ValueError(f"images in {path} differ in size {sorted(sizes)}; pass size= to resize")
     array = np.stack([np.asarray(im, dtype=np.float32) for im in pictures])  # (N, H, W[, C])
-    array = array[:, None] if grey else array.transpose(0, 3, 1, 2)
+    array = array[:, None] if all(grey) else array.transpose(0, 3, 1, 2)
     images = torch.from_numpy(array / 127.5 - 1.0)
     captions = None if caption_column is None else [str(row[caption_column]) for row in rows]
     return images, captions
+
+
+def _read_metadata(meta: Path) -> tuple[list[dict], list[str]]:
+    """The rows of metadata.jsonl, each with where it came from ('<file> line <n>')."""
+    rows, where = [], []
+    try:
+        lines = meta.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {str(meta)!r} as UTF-8 text: {e}") from e
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        at = f"{str(meta)!r} line {n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{at} is not valid JSON ({e.msg}): {line[:60]!r}") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{at} must be a JSON object, got {type(row).__name__}")
+        rows.append(row)
+        where.append(at)
+    return rows, where
+
+
+def _inside(root: Path, name: object, at: str, what: str) -> Path:
+    """``root / name``, refused unless it stays inside ``root`` once links are followed."""
+    if not isinstance(name, str) or not name.strip() or "\0" in name:
+        raise ValueError(f"{at}: {what} must be a file name inside the folder, got {name!r}")
+    relative = Path(name)
+    if relative.is_absolute() or relative.drive or ".." in relative.parts:
+        raise ValueError(
+            f"{at}: {what}={name!r} is not inside the folder {str(root)!r} "
+            "(absolute paths and '..' are refused)"
+        )
+    file = root / relative
+    real = file.resolve()
+    if not real.is_relative_to(root.resolve()):
+        raise ValueError(
+            f"{at}: {what}={name!r} is a link to {str(real)!r}, outside the folder {str(root)!r}"
+        )
+    return file
+
+
+def _load(file: Path, at: str, size: int | None, max_pixels: int):
+    """Decode one image as an 8-bit PIL image, mode L or RGB, squared to ``size`` if given."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            # above Image.MAX_IMAGE_PIXELS PIL only warns; up to twice it, then raises: refuse both
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as im:
+                if size is not None and im.width * im.height > max_pixels:
+                    im.draft(im.mode, (size, size))  # JPEG: DCT scaling, result still >= size
+                pixels = im.width * im.height
+                if pixels <= max_pixels:
+                    im.load()
+                    picture = _eight_bit(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"{at}: refused {str(file)!r} as a decompression bomb: {e}") from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, EOFError, zlib.error...
+        raise ValueError(f"{at}: cannot decode image {str(file)!r}: {e}") from e
+    if pixels > max_pixels:
+        raise ValueError(
+            f"{at}: image {str(file)!r} has {pixels:,} pixels, above max_pixels={max_pixels:,}; "
+            "pass a smaller size= (JPEG) or a larger max_pixels="
+        )
+    return picture if size is None else _square(picture, size)
+
+
+def _eight_bit(im):
+    """A loaded PIL image as mode L (greyscale, 16-bit scaled to 8) or RGB (anything else)."""
+    from PIL import Image
+
+    if im.mode not in SIXTEEN_BIT:
+        return im.convert("L" if im.mode in GREY_MODES else "RGB")
+    values = np.asarray(im)  # uint16 (I;16*) or int32 (I)
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high > 65535:
+        raise ValueError(f"mode {im.mode} values span {low}..{high}, outside the 16-bit 0..65535")
+    # round(v * 255 / 65535) in integers: no float copy of a large image, and no ties to break
+    return Image.fromarray(((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8))
 
 
 def _is_image(p: Path) -> bool:
