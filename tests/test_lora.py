@@ -100,6 +100,8 @@ def test_tiny_sdxl_is_sdxl_shaped(tiny):
 def test_training_outputs(trained, capsys):
     assert (trained / WEIGHT_NAME).is_file()
     assert [p.name for p in trained.glob("checkpoint-*")] == ["checkpoint-4"]  # limit 1
+    assert not list(trained.glob(".checkpoint-*"))  # no temp or removed folder left behind
+    assert (trained / "checkpoint-4" / "checksums.json").is_file()
     assert (trained / "validation" / "epoch-000" / "0.png").is_file()
     assert (trained / "validation" / "final" / "0.png").is_file()
     card = (trained / "README.md").read_text()

@@ -11,12 +11,18 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import shlex
-import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+
+from diffnotes.lora.sources import (  # noqa: F401 (hub_reachable, check_model_source: API)
+    check_model_source,
+    check_sources,
+    hub_reachable,
+)
 
 # The reading list's experiment, verbatim (shared/seed/Diffusion-Study.md).
 READING_LIST_COMMAND = (
@@ -46,7 +52,64 @@ LR_SCHEDULERS = (
 TRACKERS = ("tensorboard", "wandb", "comet_ml", "all", "none")
 PREDICTION_TYPES = (None, "epsilon", "v_prediction")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
-HUB_ENDPOINT = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric flag allows: finite, and ``low <= v`` (``low < v`` if
+    ``open_low``), ``v <= high`` (``v < high`` if ``open_high``)."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def __contains__(self, v: float) -> bool:
+        if not math.isfinite(v):
+            return False
+        if self.low is not None and (v <= self.low if self.open_low else v < self.low):
+            return False
+        return self.high is None or (v < self.high if self.open_high else v <= self.high)
+
+    def __str__(self) -> str:
+        def num(v: float) -> str:
+            return f"{v:.0f}" if float(v).is_integer() else f"{v:g}"
+
+        if self.high is None:
+            return f"{'>' if self.open_low else '>='} {num(self.low)}"
+        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"in {left}{num(self.low)}, {num(self.high)}{right}"
+
+
+POSITIVE, NON_NEGATIVE = Range(0, open_low=True), Range(0)
+UNIT = Range(0, 1, open_high=True)  # Adam's betas: torch.optim.AdamW refuses 1
+# Every numeric flag and its range: checked by `validate`, stated in --help.
+RANGES = {
+    "num_validation_images": NON_NEGATIVE,
+    "validation_epochs": POSITIVE,
+    "max_train_samples": POSITIVE,
+    "seed": Range(0, 2**32 - 1),  # numpy's and accelerate's set_seed range
+    "resolution": POSITIVE,  # and a multiple of 8
+    "train_batch_size": POSITIVE,
+    "num_train_epochs": POSITIVE,
+    "max_train_steps": POSITIVE,
+    "checkpointing_steps": POSITIVE,
+    "checkpoints_total_limit": POSITIVE,
+    "gradient_accumulation_steps": POSITIVE,
+    "learning_rate": POSITIVE,
+    "lr_warmup_steps": NON_NEGATIVE,
+    "snr_gamma": POSITIVE,  # min(SNR, gamma): gamma <= 0 flips or zeroes the loss
+    "dataloader_num_workers": NON_NEGATIVE,
+    "adam_beta1": UNIT,
+    "adam_beta2": UNIT,
+    "adam_weight_decay": NON_NEGATIVE,
+    "adam_epsilon": POSITIVE,
+    "max_grad_norm": POSITIVE,  # clip_grad_norm_ with a negative norm flips the update
+    "local_rank": Range(-1),
+    "noise_offset": NON_NEGATIVE,
+    "rank": POSITIVE,
+    "validation_inference_steps": POSITIVE,
+}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -59,7 +122,12 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The trainer's flags: diffusers' names, meanings and defaults, plus a few of our own."""
     p = OneLineParser(prog="diffnotes.lora.train_sdxl", description=__doc__.splitlines()[0])
-    a = p.add_argument
+
+    def a(flag: str, **kw) -> None:
+        if flag[2:] in RANGES:
+            kw["help"] = f"{kw.get('help', '')} ({RANGES[flag[2:]]})".lstrip()
+        p.add_argument(flag, **kw)
+
     a("--pretrained_model_name_or_path", required=True, help="local folder or Hub id")
     a("--pretrained_vae_model_name_or_path", default=None, help="e.g. the fp16-fix VAE")
     a("--revision", default=None)
@@ -120,69 +188,70 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse trainer flags (``argv`` None reads sys.argv), with diffusers' LOCAL_RANK rule."""
     args = build_parser().parse_args(argv)
-    env_rank = int(os.environ.get("LOCAL_RANK", -1))
+    env_rank = os.environ.get("LOCAL_RANK", "-1").strip()
+    try:
+        env_rank = int(env_rank)
+    except ValueError:
+        env_rank = None
+    if env_rank is None or env_rank < -1:
+        got = os.environ["LOCAL_RANK"]
+        raise ValueError(f"LOCAL_RANK must be an integer >= -1 (set by the launcher), got {got!r}")
     if env_rank != -1:
         args.local_rank = env_rank
     return args
 
 
-def _positive(args: argparse.Namespace, *names: str) -> None:
-    for name in names:
+def check_ranges(args: argparse.Namespace) -> None:
+    """Every numeric flag inside its `RANGES` entry (None: not given, allowed)."""
+    for name, allowed in RANGES.items():
         value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise ValueError(f"--{name} must be > 0, got {value}")
+        if value is not None and value not in allowed:
+            kind = "an integer" if isinstance(value, int) else "a finite number"
+            raise ValueError(f"--{name} must be {kind} {allowed}, got {value!r}")
+    if args.resolution % 8:
+        raise ValueError(
+            f"--resolution must be a positive multiple of 8 (VAE downsampling), "
+            f"got {args.resolution}"
+        )
+    world = os.environ.get("LOCAL_WORLD_SIZE", "")
+    if world.isdigit() and args.local_rank >= int(world):
+        raise ValueError(f"LOCAL_RANK {args.local_rank} must be < LOCAL_WORLD_SIZE {world}")
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """True when the Hugging Face Hub answers a TCP connect (and offline mode is off)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    url = urlparse(HUB_ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _hub_cached(repo_id: str, filename: str, repo_type: str = "model") -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        hit = try_to_load_from_cache(repo_id, filename, repo_type=repo_type)
-        return isinstance(hit, str)
-    except Exception:  # any malformed id is simply "not cached"
-        return False
-
-
-def check_model_source(flag: str, name: str, marker: str) -> None:
-    """A local folder holding ``marker``, or a Hub id that is cached or reachable."""
-    path = Path(name)
-    if path.exists():
-        if not (path / marker).exists():
-            raise FileNotFoundError(f"--{flag} {name!r} is a folder without {marker}")
-        return
-    if name.startswith((".", "/", "~")) or name.count("/") != 1:
-        raise FileNotFoundError(f"--{flag} {name!r}: no such folder (and not a Hub id org/name)")
-    if _hub_cached(name, marker) or hub_reachable():
-        return
-    raise ConnectionError(
-        f"--{flag} {name!r} is a Hub id, not in the local cache, and the Hub is unreachable; "
-        "pass a local folder (e.g. one written by diffnotes.lora.tiny_sdxl)"
-    )
+def check_output_dir(value: str) -> None:
+    """--output_dir: a non-empty path to a folder that exists or can be made, and is writable."""
+    if not value.strip():
+        raise ValueError(f"--output_dir must be a folder path, got {value!r}")
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--output_dir {value!r} is an existing file, not a folder")
+    probe = path  # the folder itself, or the nearest existing folder above it
+    while not probe.exists():
+        if probe.is_symlink():
+            raise ValueError(f"--output_dir {value!r}: {probe} is a broken link")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"--output_dir {value!r}: {probe} is a file, so no folder can go there")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"--output_dir {value!r}: {probe} is not writable")
 
 
 def read_folder_columns(folder: Path) -> list[str]:
     """Columns of an image folder, named as datasets' imagefolder does ('file_name' -> 'image')."""
     meta = folder / "metadata.jsonl"
-    if not meta.exists():
+    if not meta.is_file():
         raise FileNotFoundError(f"image folder {str(folder)!r} has no metadata.jsonl")
-    with meta.open() as f:
-        first = f.readline().strip()
+    with meta.open("rb") as f:
+        first = next((line for line in f if line.strip()), b"")
     if not first:
         raise ValueError(f"{meta} is empty")
-    keys = list(json.loads(first))
-    return ["image" if k == "file_name" else k for k in keys]
+    try:
+        row = json.loads(first)
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{meta}: the first row is not JSON ({e})") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{meta}: the first row is not a JSON object")
+    return ["image" if k == "file_name" else k for k in row]
 
 
 def validate(args: argparse.Namespace, *, device_type: str | None = None) -> None:
@@ -191,19 +260,8 @@ def validate(args: argparse.Namespace, *, device_type: str | None = None) -> Non
         raise ValueError(
             "Need either a dataset name or a training folder: --dataset_name or --train_data_dir"
         )
-    if args.resolution <= 0 or args.resolution % 8:
-        raise ValueError(
-            f"--resolution must be a positive multiple of 8 (VAE downsampling), "
-            f"got {args.resolution}"
-        )
-    if args.rank <= 0:
-        raise ValueError(f"--rank must be a positive integer, got {args.rank}")
-    _positive(args, "train_batch_size", "num_train_epochs", "max_train_steps")
-    _positive(args, "checkpointing_steps", "checkpoints_total_limit", "learning_rate")
-    _positive(args, "gradient_accumulation_steps", "validation_epochs", "max_train_samples")
-    _positive(args, "validation_inference_steps")
-    if args.num_validation_images < 0 or args.dataloader_num_workers < 0:
-        raise ValueError("--num_validation_images and --dataloader_num_workers must be >= 0")
+    check_ranges(args)
+    check_output_dir(args.output_dir)
     if args.mixed_precision is not None and args.mixed_precision not in MIXED_PRECISION:
         raise ValueError(
             f"--mixed_precision must be one of {', '.join(MIXED_PRECISION)}, "
@@ -236,15 +294,7 @@ def validate(args: argparse.Namespace, *, device_type: str | None = None) -> Non
     if args.mixed_precision == "fp16" and device_type == "cpu":
         raise ValueError("--mixed_precision fp16 needs a GPU (none found); use no or bf16 on CPU")
 
-    check_model_source(
-        "pretrained_model_name_or_path", args.pretrained_model_name_or_path, "model_index.json"
-    )
-    if args.pretrained_vae_model_name_or_path is not None:
-        check_model_source(
-            "pretrained_vae_model_name_or_path",
-            args.pretrained_vae_model_name_or_path,
-            "config.json",
-        )
+    check_sources(args)
     validate_dataset(args)
     if args.push_to_hub:
         from huggingface_hub import get_token
@@ -285,12 +335,20 @@ def validate_dataset(args: argparse.Namespace) -> None:
             )
 
 
+def one_line(err: BaseException) -> str:
+    """``err``'s message on one line (a DataLoader worker's error: its last line)."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Caught "):  # torch's worker-exception wrapper
+        return lines[-1]
+    return " ".join(lines) or type(err).__name__
+
+
 def run_cli(main, argv: list[str] | None = None) -> int:
     """Call ``main(args)``; bad input exits with one line on stderr and status 2."""
-    args = parse_args(argv)
     try:
-        main(args)
+        main(parse_args(argv))
     except (ValueError, FileNotFoundError, ConnectionError, FloatingPointError) as err:
-        print(f"{os.path.basename(sys.argv[0]) or 'train_sdxl'}: error: {err}", file=sys.stderr)
+        prog = os.path.basename(sys.argv[0]) or "train_sdxl"
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return 2 if not isinstance(err, FloatingPointError) else 1
     return 0

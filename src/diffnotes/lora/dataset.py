@@ -13,6 +13,7 @@ import math
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -46,8 +47,10 @@ class CaptionedImages(torch.utils.data.Dataset):
         random_flip: bool,
         interpolation: str,
         tokenizers: tuple,
+        origins: list[str] | None = None,
     ) -> None:
         self.rows, self.captions = rows, captions
+        self.origins = origins or [f"row {i}" for i in range(len(rows))]
         self.resolution, self.center_crop, self.random_flip = resolution, center_crop, random_flip
         self.resample = getattr(Image.Resampling, interpolation.upper())
         self.tokenizers = tokenizers
@@ -57,8 +60,15 @@ class CaptionedImages(torch.utils.data.Dataset):
 
     def _image(self, i: int) -> Image.Image:
         row = self.rows[i]
-        image = Image.open(row) if isinstance(row, (str, Path)) else row
-        return image.convert("RGB")
+        if not isinstance(row, (str, Path)):
+            return row.convert("RGB")
+        try:
+            with Image.open(row) as image:
+                return image.convert("RGB")
+        except Exception as e:  # PIL raises many types on a damaged file
+            raise ValueError(
+                f"{self.origins[i]}: image {str(row)!r} cannot be decoded: {e}"
+            ) from None
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         i, seed = key
@@ -100,31 +110,97 @@ class CaptionedImages(torch.utils.data.Dataset):
         }
 
 
-def load_rows(args: argparse.Namespace) -> tuple[list, list]:
-    """(images or paths, captions) from a local image folder or a Hub dataset."""
+class Rows(NamedTuple):
+    """A dataset's images (paths or PIL images), captions, and where each row came from."""
+
+    images: list
+    captions: list  # a string, or a list of strings to draw one from
+    origins: list[str]  # "<folder>/metadata.jsonl line <n>" or "<dataset> row <i>": for errors
+
+
+def check_caption(value: object, where: str, column: str) -> str | list[str]:
+    """A caption (a string) or captions (a non-empty list of strings) of one row."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(c, str) for c in value):
+        return list(value)
+    raise ValueError(f"{where}: no caption: {column!r} must be text, got {value!r}")
+
+
+def check_image_path(root: Path, name: object, where: str, column: str) -> Path:
+    """The image file ``name`` of one metadata row: inside ``root``, present, and an image."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{where}: no image: {column!r} must be a file name, got {name!r}")
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts or name.startswith("~"):
+        raise ValueError(
+            f"{where}: {column} {name!r} must be a relative path inside {root} (no '..')"
+        )
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"{where}: {column} {name!r} leads outside {root} (to {path})")
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: {column} {name!r}: no such file")
+    try:
+        with Image.open(path) as image:
+            image.verify()  # headers and checksums only; a full decode waits for training
+    except Exception as e:  # PIL raises many types on a damaged file
+        raise ValueError(f"{where}: {column} {name!r} is not a readable image: {e}") from None
+    return path
+
+
+def folder_rows(folder: Path, image_column: str, caption_column: str) -> Rows:
+    """The rows of an image folder's metadata.jsonl, each checked (see `check_image_path`)."""
+    meta = folder / "metadata.jsonl"
+    root = folder.resolve()
+    key = "file_name" if image_column == "image" else image_column  # datasets' imagefolder
+    rows = Rows([], [], [])
+    try:
+        lines = meta.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{meta} is not UTF-8 text: {e.reason} at byte {e.start}") from None
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{meta} line {n}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where} is not JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{where} is not a JSON object")
+        rows.images.append(check_image_path(root, rec.get(key), where, key))
+        named = f"{where} ({key} {rec[key]!r})"
+        rows.captions.append(check_caption(rec.get(caption_column), named, caption_column))
+        rows.origins.append(where)
+    return rows
+
+
+def load_rows(args: argparse.Namespace) -> Rows:
+    """Every row of a local image folder or a Hub dataset, checked; nothing decoded yet."""
     local = args.train_data_dir if args.dataset_name is None else args.dataset_name
     if args.dataset_name is None or Path(args.dataset_name).exists():
-        folder = Path(local)
-        rows, captions = [], []
-        key = "file_name" if args.image_column == "image" else args.image_column
-        with (folder / "metadata.jsonl").open() as f:
-            for line in f:
-                if line.strip():
-                    rec = json.loads(line)
-                    rows.append(folder / rec[key])
-                    captions.append(rec[args.caption_column])
+        rows = folder_rows(Path(local), args.image_column, args.caption_column)
     else:
         ds = load_hub_dataset(args)
-        rows, captions = list(ds[args.image_column]), list(ds[args.caption_column])
-    if args.max_train_samples is not None:
-        # diffusers shuffles with the seed and then truncates; same here.
-        order = list(range(len(rows)))
-        random.Random(args.seed).shuffle(order)
-        order = order[: args.max_train_samples]
-        rows, captions = [rows[i] for i in order], [captions[i] for i in order]
-    if not rows:
-        raise ValueError("the dataset has no rows")
-    return rows, captions
+        origins = [f"--dataset_name {args.dataset_name} row {i}" for i in range(len(ds))]
+        captions = [
+            check_caption(c, where, args.caption_column)
+            for c, where in zip(ds[args.caption_column], origins)
+        ]
+        rows = Rows(list(ds[args.image_column]), captions, origins)
+    if not rows.images:
+        raise ValueError(f"the dataset {local} has no rows")
+    return rows
+
+
+def subset(rows: Rows, max_samples: int | None, seed: int) -> Rows:
+    """``max_samples`` rows: shuffled with ``seed``, then truncated, as diffusers does."""
+    if max_samples is None:
+        return rows
+    order = list(range(len(rows.images)))
+    random.Random(seed).shuffle(order)
+    return Rows(*([column[i] for i in order[:max_samples]] for column in rows))
 
 
 class GlobalBatches(torch.utils.data.Sampler):

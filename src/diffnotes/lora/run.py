@@ -1,8 +1,9 @@
 """One SDXL LoRA fine-tune as a small state object, and `setup`, which builds it from the flags.
 
-`setup` loads SDXL's parts, adds the LoRA adapters, makes the optimizer, the data and the LR
-schedule, and hands the trained models to accelerate; the steps in `train_sdxl` read and advance
-the `Run` it returns. Its order of operations is the trainer's: the seed is set right before peft
+`setup` checks the flags, verifies the checkpoint to resume from and every dataset row, then
+loads SDXL's parts, adds the LoRA adapters, makes the optimizer, the data and the LR schedule,
+and hands the trained models to accelerate; the steps in `train_sdxl` read and advance the `Run`
+it returns. Its order of operations is the trainer's: the seed is set right before peft
 draws the adapters' initial weights.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +20,9 @@ from typing import Any
 
 import torch
 
+from diffnotes.lora import checkpoint as ckpt
 from diffnotes.lora.cli import validate
-from diffnotes.lora.dataset import CaptionedImages, GlobalBatches, load_rows
+from diffnotes.lora.dataset import CaptionedImages, GlobalBatches, Rows, load_rows, subset
 from diffnotes.lora.report import RunLog, trackers_for
 from diffnotes.lora.weights import save_lora
 
@@ -51,6 +54,7 @@ class Run:
     first_epoch: int = 0  # where a resumed run starts
     log: RunLog | None = None  # the main process's CSV log
     bar: Any = None
+    checkpoint: ckpt.Checkpoint | None = None  # verified by `setup`, loaded by `resume`
 
     @property
     def main(self) -> bool:
@@ -68,9 +72,11 @@ class Run:
 def setup(args: argparse.Namespace) -> Run:
     """Check the flags, then build everything the training steps need; nothing is trained yet."""
     validate(args)  # before anything is imported, loaded or written
+    out = Path(args.output_dir)
+    checkpoint = verified_checkpoint(args, out)
+    rows = load_rows(args)  # every row checked: paths inside the folder, images, captions
     from diffusers.optimization import get_scheduler
 
-    out = Path(args.output_dir)
     accelerator = _accelerator(args, out)
     tokenizers, noise_scheduler, te1, te2, vae, unet = _load_models(args)
     if args.prediction_type is not None:
@@ -93,7 +99,7 @@ def setup(args: argparse.Namespace) -> Run:
     }
     optimizer = _optimizer(args, list(named.values()), accelerator.num_processes)
 
-    dataset = _dataset(args, tokenizers)
+    dataset = _dataset(args, tokenizers, rows)
     batches_per_epoch = GlobalBatches(
         len(dataset),
         args.train_batch_size,
@@ -131,7 +137,19 @@ def setup(args: argparse.Namespace) -> Run:
         steps_per_epoch=steps_per_epoch,
         max_steps=max_steps,
         num_epochs=math.ceil(max_steps / steps_per_epoch),
+        checkpoint=checkpoint,
     )
+
+
+def verified_checkpoint(args: argparse.Namespace, out: Path) -> ckpt.Checkpoint | None:
+    """--resume_from_checkpoint's checkpoint, checksums verified and its rank and text-encoder
+    flag matching this run's; None for a new run."""
+    path = ckpt.resolve_resume(out, args.resume_from_checkpoint)
+    if path is None:
+        return None
+    found = ckpt.load_checkpoint(path)
+    ckpt.check_flags(found, rank=args.rank, train_text_encoder=args.train_text_encoder)
+    return found
 
 
 def _accelerator(args: argparse.Namespace, out: Path):
@@ -179,19 +197,40 @@ def _load_models(args: argparse.Namespace):
 
     src, rev, var = args.pretrained_model_name_or_path, args.revision, args.variant
     common = {"revision": rev, "cache_dir": args.cache_dir}
-    tok1 = AutoTokenizer.from_pretrained(src, subfolder="tokenizer", **common)
-    tok2 = AutoTokenizer.from_pretrained(src, subfolder="tokenizer_2", **common)
-    scheduler = DDPMScheduler.from_pretrained(src, subfolder="scheduler", **common)
-    te1 = CLIPTextModel.from_pretrained(src, subfolder="text_encoder", variant=var, **common)
-    te2 = CLIPTextModelWithProjection.from_pretrained(
-        src, subfolder="text_encoder_2", variant=var, **common
-    )
+    flag = "pretrained_model_name_or_path"
+
+    def part(cls, sub, **kw):
+        return load_part(flag, src, sub, lambda: cls.from_pretrained(src, subfolder=sub, **kw))
+
+    tok1 = part(AutoTokenizer, "tokenizer", **common)
+    tok2 = part(AutoTokenizer, "tokenizer_2", **common)
+    scheduler = part(DDPMScheduler, "scheduler", **common)
+    te1 = part(CLIPTextModel, "text_encoder", variant=var, **common)
+    te2 = part(CLIPTextModelWithProjection, "text_encoder_2", variant=var, **common)
     if args.pretrained_vae_model_name_or_path is None:
-        vae = AutoencoderKL.from_pretrained(src, subfolder="vae", variant=var, **common)
+        vae = part(AutoencoderKL, "vae", variant=var, **common)
     else:
-        vae = AutoencoderKL.from_pretrained(args.pretrained_vae_model_name_or_path, **common)
-    unet = UNet2DConditionModel.from_pretrained(src, subfolder="unet", variant=var, **common)
+        vae_src = args.pretrained_vae_model_name_or_path
+        vae = load_part(
+            "pretrained_vae_model_name_or_path",
+            vae_src,
+            None,
+            lambda: AutoencoderKL.from_pretrained(vae_src, **common),
+        )
+    unet = part(UNet2DConditionModel, "unet", variant=var, **common)
     return (tok1, tok2), scheduler, te1, te2, vae, unet
+
+
+def load_part(flag: str, src: str, subfolder: str | None, load):
+    """``load()``, with any loading error as one line naming the flag and the subfolder."""
+    from safetensors import SafetensorError
+
+    try:
+        return load()
+    except (OSError, ValueError, RuntimeError, EOFError, SafetensorError, pickle.PickleError) as e:
+        where = f"{src}/{subfolder}" if subfolder else src
+        reason = " ".join(str(e).split())[:400] or type(e).__name__
+        raise ValueError(f"--{flag}: cannot load {where}: {reason}") from None
 
 
 def _add_lora(args: argparse.Namespace, unet, te1, te2) -> dict[str, torch.nn.Module]:
@@ -228,11 +267,13 @@ def _add_lora(args: argparse.Namespace, unet, te1, te2) -> dict[str, torch.nn.Mo
     return models
 
 
-def _dataset(args: argparse.Namespace, tokenizers) -> CaptionedImages:
-    rows, captions = load_rows(args)
+def _dataset(args: argparse.Namespace, tokenizers, rows: Rows) -> CaptionedImages:
+    # after the seed is drawn: every process must pick the same --max_train_samples rows
+    rows = subset(rows, args.max_train_samples, args.seed)
     return CaptionedImages(
-        rows,
-        captions,
+        rows.images,
+        rows.captions,
+        origins=rows.origins,
         resolution=args.resolution,
         center_crop=args.center_crop,
         random_flip=args.random_flip,

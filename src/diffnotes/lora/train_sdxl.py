@@ -38,34 +38,30 @@ from diffnotes.util import env_flag
 
 
 def resume(run: Run) -> None:
-    """Sweep half-written checkpoints, then load --resume_from_checkpoint's, if any."""
+    """Sweep half-written checkpoints, then load the checkpoint `setup` verified, if any."""
     args, accelerator, out = run.args, run.accelerator, run.out
     if run.main:
         out.mkdir(parents=True, exist_ok=True)
         ckpt.sweep_partial(out)
     accelerator.wait_for_everyone()
-    found = ckpt.resolve_resume(out, args.resume_from_checkpoint)
-    if args.resume_from_checkpoint == "latest" and found is None and run.main:
+    if args.resume_from_checkpoint == "latest" and run.checkpoint is None and run.main:
         print("Checkpoint 'latest' does not exist. Starting a new training run.")
-    if found is None:
+    if run.checkpoint is None:
         return
-    trainable, opt_state, state = ckpt.load_checkpoint(found)
-    if set(trainable) != set(run.named):
-        raise ValueError(
-            f"--resume_from_checkpoint {found}: its LoRA layers differ from this "
-            "run's (--rank / --train_text_encoder changed?)"
-        )
+    found = run.checkpoint
+    ckpt.check_matches(found, run.named)  # names and shapes, before any weight is touched
     with torch.no_grad():
         for k, p in run.named.items():
-            p.copy_(trainable[k].to(p.device, p.dtype))
-    run.optimizer.load_state_dict(opt_state)
-    run.lr_scheduler.load_state_dict(state["lr_scheduler"])
-    if accelerator.scaler is not None and state.get("scaler"):
-        accelerator.scaler.load_state_dict(state["scaler"])
-    run.global_step = state["global_step"]
+            p.copy_(found.trainable[k].to(p.device, p.dtype))
+    run.optimizer.load_state_dict(found.optimizer_state)
+    run.lr_scheduler.load_state_dict(found.state["lr_scheduler"])
+    if accelerator.scaler is not None and found.state["scaler"]:
+        accelerator.scaler.load_state_dict(found.state["scaler"])
+    run.global_step = found.state["global_step"]
     run.first_epoch = run.global_step // run.steps_per_epoch
+    run.checkpoint = None  # its tensors are in the models and the optimizer now
     if run.main:
-        print(f"Resuming from checkpoint {found.name}")
+        print(f"Resuming from checkpoint {found.path.name}")
 
 
 def open_log(run: Run) -> None:
@@ -143,6 +139,8 @@ def save(run: Run, epoch: int) -> None:
         "lr_scheduler": run.lr_scheduler.state_dict(),
         "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
         "num_processes": accelerator.num_processes,
+        "rank": run.args.rank,  # the flags that shape the LoRA layers: checked on resume
+        "train_text_encoder": run.args.train_text_encoder,
     }
     ckpt.save_checkpoint(
         run.out,

@@ -166,7 +166,7 @@ def load_pipeline(
     """StableDiffusionXLPipeline from a folder (or cached Hub id), optionally with a LoRA."""
     from diffusers import AutoencoderKL
 
-    from diffnotes.lora.cli import check_model_source
+    from diffnotes.lora.sources import check_model_source
 
     StableDiffusionXLPipeline = sdxl_pipeline_class()
 
