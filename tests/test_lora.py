@@ -16,7 +16,7 @@ pytest.importorskip("peft")
 pytest.importorskip("accelerate")
 
 from diffnotes import data  # noqa: E402
-from diffnotes.lora import cli, tiny_sdxl  # noqa: E402
+from diffnotes.lora import cli  # noqa: E402
 from diffnotes.lora import train as train_lora  # noqa: E402
 from diffnotes.lora.dataset import GlobalBatches  # noqa: E402
 from diffnotes.lora.weights import WEIGHT_NAME, load_pipeline  # noqa: E402
@@ -30,17 +30,6 @@ def run_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", **extra)
     env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
     return env
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return tiny_sdxl(tmp_path_factory.mktemp("tiny") / "sdxl")
-
-
-@pytest.fixture(scope="module")
-def shapes_dir(tmp_path_factory) -> Path:
-    s = data.shapes(8, 64, seed=0)
-    return data.save_image_folder(s.images, s.captions, tmp_path_factory.mktemp("shapes") / "d")
 
 
 def flags(tiny: Path, shapes_dir: Path, out: Path, **kw) -> dict:

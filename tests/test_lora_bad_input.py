@@ -22,9 +22,8 @@ pytest.importorskip("accelerate")
 
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from diffnotes import data  # noqa: E402
 from diffnotes.lora import checkpoint as ckpt  # noqa: E402
-from diffnotes.lora import cli, tiny_sdxl  # noqa: E402
+from diffnotes.lora import cli  # noqa: E402
 from diffnotes.lora import train as train_lora  # noqa: E402
 from diffnotes.lora.recipes import to_argv  # noqa: E402
 from diffnotes.lora.train_sdxl import main  # noqa: E402
@@ -36,17 +35,6 @@ def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return tiny_sdxl(tmp_path_factory.mktemp("tiny") / "sdxl")
-
-
-@pytest.fixture(scope="module")
-def shapes_dir(tmp_path_factory) -> Path:
-    s = data.shapes(8, 64, seed=0)
-    return data.save_image_folder(s.images, s.captions, tmp_path_factory.mktemp("shapes") / "d")
 
 
 BASE = (
