@@ -16,7 +16,7 @@ from diffnotes.profile import PROFILES, Profile, profile
 __version__ = "0.1.0"
 
 SUBMODULES = (
-    "schedules forward param sde analytic samplers guidance inpaint models data losses "
+    "schedules forward param sde likelihood analytic samplers guidance inpaint models data losses "
     "io train cache claims metrics recipes plot interop lora book"
 ).split()
 
@@ -33,7 +33,8 @@ EXPORTS: dict[str, str] = {
         "param": "eps_to_x0 x0_to_eps v_to_eps eps_to_v v_to_x0 x0_to_v eps_to_score score_to_eps "
         "x0_model score_model eps_model",
         "sde": "SDE VPSDE SubVPSDE VESDE reverse_sde predictor_corrector probability_flow "
-        "log_likelihood bits_per_dim time_steps",
+        "time_steps",
+        "likelihood": "log_likelihood bits_per_dim",
         "analytic": "GaussianMixture ring_mixture ncsn_toy",
         "samplers": "ddpm ddim ddim_invert euler annealed_langevin langevin p_sample",
         "guidance": "classifier_free classifier_guidance classifier_grad",

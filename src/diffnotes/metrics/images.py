@@ -398,7 +398,7 @@ def nll_bits_per_dim(
     continuous density); ``dequantize`` first adds uniform noise of one bin's width. Other keywords
     go to `diffnotes.sde.log_likelihood` (exact_divergence, n_hutchinson, rtol, atol).
     """
-    from diffnotes.sde import bits_per_dim, log_likelihood
+    from diffnotes.likelihood import bits_per_dim, log_likelihood
 
     if not isinstance(x0, Tensor) or x0.ndim < 2:
         raise ValueError(f"x0 must be a batch (B, ...), got {x0!r:.60}")
