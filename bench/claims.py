@@ -260,7 +260,6 @@ def write(path: Path, profile: str, runs: list[Run], summary: dict, wall: float)
                 ok=r.returncode == 0,
                 seconds=round(r.seconds, 1),
                 error=r.error,
-                values={rec["name"]: rec["value"] for rec in r.records},
                 records=r.records,
             )
             for r in runs

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-KINDS = ("claim", "report")
 ROBUSTNESS_FILE = Path(__file__).parent / "robustness.json"
 
 

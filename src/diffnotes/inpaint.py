@@ -95,7 +95,7 @@ def repaint(
         for i, (k, k_next) in enumerate(progress_bar(pairs, "repaint", progress)):
             if k_next < k:
                 t_prev = levels[k_next] if k_next >= 0 else -1
-                kw = dict(variance=variance, generator=generator, _first=i == 0)
+                kw = dict(variance=variance, generator=generator, check_output=i == 0)
                 unknown, _ = p_sample(model, schedule, x, levels[k], t_prev, **kw)
                 # x_known_{t-1} ~ N(sqrt(ab_{t-1}) x0, (1 - ab_{t-1}) I)   (Alg. 1, line 5)
                 known = x_known

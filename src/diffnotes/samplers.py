@@ -90,18 +90,20 @@ def p_sample(
     variance: str = "small",
     clip_x0: bool = False,
     generator: torch.Generator | None = None,
-    _first: bool = True,
+    check_output: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """One ancestral step x_t -> x_{t_prev} ~ p(x_{t_prev} | x_t); returns (x_{t_prev}, x0_pred).
 
     Mean from eq. 7 of Ho et al. with x0 predicted by eq. 15; variance beta_tilde ('small'),
     beta ('large') or iDDPM's exp(v log beta + (1 - v) log beta_tilde) ('learned', eq. 15).
+    ``check_output`` refuses a non-finite model output (and a learned v outside [-1, 1]); the
+    samplers pass it for their first step only, since each check is a host sync on a GPU.
     """
     check_choice(variance, "variance", VARIANCES)
     ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
-    out = _call(model, x, _model_t(schedule, t, x), 2 if variance == "learned" else 1, _first)
+    out = _call(model, x, _model_t(schedule, t, x), 2 if variance == "learned" else 1, check_output)
     eps, v = out.chunk(2, dim=1) if variance == "learned" else (out, None)
-    if _first and v is not None and bool(v.detach().abs().max() > 1.0 + 1e-3):
+    if check_output and v is not None and bool(v.detach().abs().max() > 1.0 + 1e-3):
         # outside [-1, 1] the interpolation extrapolates the log-variance beyond beta and
         # beta_tilde (iDDPM eq. 15 assumes v in [-1, 1]); refused rather than silently extended
         raise ValueError(
@@ -145,7 +147,7 @@ def ddpm(
     with torch.no_grad():
         for i, t in enumerate(progress_bar(steps, "ddpm", progress)):
             t_prev = steps[i + 1] if i + 1 < len(steps) else -1
-            kw = dict(variance=variance, clip_x0=clip_x0, generator=generator, _first=i == 0)
+            kw = dict(variance=variance, clip_x0=clip_x0, generator=generator, check_output=i == 0)
             x, x0 = p_sample(model, schedule, x, t, t_prev, **kw)
             _record(traj, x, x0)
     return _finish(check_finite_result(x, "ddpm"), traj)
