@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from diffnotes import losses
+from diffnotes import likelihood, losses
 from diffnotes.data import digits
 from diffnotes.forward import q_sample
 from diffnotes.models.unet import UNet, UNetConfig
@@ -41,8 +41,8 @@ def test_vlb_weighting_matches_the_kl_terms():
     e_a, e_b = eps + 0.1 * torch.randn_like(eps), eps - 0.3 * torch.randn_like(eps)
     kl = []
     for e in (e_a, e_b):
-        mean, logvar = losses._p_mean_logvar(SCHED, x_t, t, e, None, "large", False)
-        kl.append(losses._vb_term(SCHED, x0, x_t, t, mean, logvar, 256) * math.log(2.0))
+        mean, logvar = likelihood.p_mean_logvar(SCHED, x_t, t, e, None, "large", False)
+        kl.append(likelihood.vb_term(SCHED, x0, x_t, t, mean, logvar, 256) * math.log(2.0))
     beta, ab = SCHED.betas[t], SCHED.alphas_cumprod[t]
     w = beta / (2 * (1 - beta) * (1 - ab))
     mse = [((eps - e) ** 2).flatten(1).mean(1) for e in (e_a, e_b)]

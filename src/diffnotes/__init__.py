@@ -34,7 +34,7 @@ EXPORTS: dict[str, str] = {
         "x0_model score_model eps_model",
         "sde": "SDE VPSDE SubVPSDE VESDE reverse_sde predictor_corrector probability_flow "
         "time_steps",
-        "likelihood": "log_likelihood bits_per_dim",
+        "likelihood": "vlb_bits_per_dim log_likelihood bits_per_dim",
         "analytic": "GaussianMixture ring_mixture ncsn_toy",
         "samplers": "ddpm ddim ddim_invert euler annealed_langevin langevin p_sample",
         "guidance": "classifier_free classifier_guidance classifier_grad",
@@ -42,7 +42,7 @@ EXPORTS: dict[str, str] = {
         "inpaint": "jump_schedule repaint replace_inpaint",
         "data": "two_d digits shapes sprites save_image_folder image_folder",
         "models": "UNet UNetConfig TimeMLP MLPConfig count_parameters",
-        "losses": "eps_loss hybrid_loss dsm_loss sde_loss vlb_bits_per_dim",
+        "losses": "eps_loss hybrid_loss dsm_loss sde_loss",
         "train": "train TrainResult loss_curve",
         "cache": "cached cache_dir",
         "metrics": "sliced_wasserstein energy_distance mode_stats noise_floor fd_digits "

@@ -9,7 +9,10 @@ about 20 s on one core (a smoke test: blurry samples), ``book`` in about 2 min o
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +25,7 @@ from diffnotes.models.mlp import MLPConfig, TimeMLP
 from diffnotes.models.unet import UNet, UNetConfig
 from diffnotes.profile import Profile
 from diffnotes.schedules import DiscreteSchedule, get_schedule
-from diffnotes.train import train
+from diffnotes.train import Data, LossFn, TrainResult, train
 
 SCHEDULES = ("linear", "cosine", "scaled_linear")
 WEIGHTINGS = ("simple", "vlb")
@@ -63,6 +66,45 @@ def _seed(profile: Profile, seed: int | None) -> int:
     return seed
 
 
+def fit_cached(
+    name: str,
+    config: dict[str, Any],
+    build: Callable[[], nn.Module],
+    loss: LossFn,
+    data: Data | Callable[[], Data],
+    *,
+    profile: Profile,
+    seed: int | None = None,
+    on_result: Callable[[TrainResult], None] | None = None,
+    **hyper: Any,
+) -> nn.Module:
+    """The EMA of ``train(build(), loss, data, **hyper)``, trained once, then read from the cache.
+
+    The cache key is ``name`` with ``config`` (every setting that shapes the model or data),
+    ``hyper`` (steps, batch_size, lr, ...) and ``seed`` (default ``profile.seed``), which also sets
+    the initial weights and the batches. ``data`` may be a function of no arguments returning the
+    data, called only when the model is trained (no loading on a cache hit). ``on_result`` sees
+    the `TrainResult` (e.g. to keep the loss curve) when the model is trained rather than loaded.
+    The model comes back in eval mode on ``profile.device``.
+    """
+    seed = _seed(profile, seed)
+
+    def fit(model: nn.Module) -> nn.Module:
+        lazy = callable(data) and not inspect.signature(data).parameters
+        result = train(
+            model, loss, data() if lazy else data, seed=seed, progress=profile.progress, **hyper
+        )
+        if on_result is not None:
+            on_result(result)
+        return result.ema
+
+    def build_on_device() -> nn.Module:
+        return build().to(profile.device)
+
+    key = {**config, **hyper, "seed": seed}
+    return cached(name, key, build_on_device, fit, profile=profile.name, seed=seed)
+
+
 def digits_ddpm(
     profile: Profile, *, schedule: str = "linear", size: int = 16, seed: int | None = None
 ) -> tuple[nn.Module, DiscreteSchedule]:
@@ -84,25 +126,15 @@ def digits_ddpm(
         book=dict(steps=800, batch_size=64, lr=2e-3),
         gpu=dict(steps=20000, batch_size=128, lr=2e-4),
     )
-    config = dict(
-        data=f"digits{size}/all", schedule=schedule, T=1000, unet=asdict(cfg), seed=seed, **hp
-    )
-
-    def build() -> nn.Module:
-        return UNet(cfg).to(profile.device)
-
-    def fit(model: nn.Module) -> nn.Module:
-        x0 = digits(size, "all")[0].to(profile.device)
-        loss = eps_loss(sched, "simple")
-        return train(model, loss, x0, seed=seed, progress=profile.progress, **hp).ema
-
-    model = cached(
+    model = fit_cached(
         f"recipes/digits_ddpm_{schedule}_{size}",
-        config,
-        build,
-        fit,
-        profile=profile.name,
+        dict(data=f"digits{size}/all", schedule=schedule, T=1000, unet=asdict(cfg)),
+        lambda: UNet(cfg),
+        eps_loss(sched, "simple"),
+        lambda: digits(size, "all")[0].to(profile.device),
+        profile=profile,
         seed=seed,
+        **hp,
     )
     return model, sched
 
@@ -140,20 +172,22 @@ def ring_ddpm(
     data_key = dict(
         weights=mixture.weights.tolist(), means=mixture.means.tolist(), covs=mixture.covs.tolist()
     )
-    config = dict(mixture=data_key, weighting=weighting, T=1000, mlp=asdict(cfg), seed=seed, **hp)
 
-    def build() -> nn.Module:
-        return TimeMLP(cfg).to(profile.device)
+    # a fresh exact sample every step: the loss sees the mixture, not a finite training set
+    def data(n: int, g: torch.Generator) -> torch.Tensor:
+        return mixture.sample(n, generator=g).float()
 
-    def fit(model: nn.Module) -> nn.Module:
-        # a fresh exact sample every step: the loss sees the mixture, not a finite training set
-        def data(n: int, g: torch.Generator) -> torch.Tensor:
-            return mixture.sample(n, generator=g).float()
-
-        loss = eps_loss(sched, weighting)
-        return train(model, loss, data, seed=seed, progress=profile.progress, **hp).ema
-
-    model = cached(
-        f"recipes/ring_ddpm_{weighting}", config, build, fit, profile=profile.name, seed=seed
+    model = fit_cached(
+        f"recipes/ring_ddpm_{weighting}",
+        dict(mixture=data_key, weighting=weighting, T=1000, mlp=asdict(cfg)),
+        lambda: TimeMLP(cfg),
+        eps_loss(sched, weighting),
+        data,
+        profile=profile,
+        seed=seed,
+        **hp,
     )
     return model, sched, mixture
+
+
+# -- guidance (chapters 06 and 07) ------------------------------------------------------------

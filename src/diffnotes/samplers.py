@@ -25,6 +25,7 @@ from diffnotes.util import (
     check_choice,
     check_finite_result,
     check_int,
+    check_model_output,
     check_number,
     progress_bar,
 )
@@ -46,19 +47,8 @@ Steps = Sequence[int] | Tensor | None
 def _call(
     model: Callable, x: Tensor, t_arg: Tensor, channels: int = 1, first: bool = False
 ) -> Tensor:
-    """Call model(x, t); refuse a wrong shape, and on the first call a non-finite output.
-
-    Only the first output is checked for NaN (a check every step would force a host sync per
-    step on a GPU); the sampler checks its final sample instead.
-    """
-    out = model(x, t_arg)
-    want = (x.shape[0], channels * x.shape[1], *x.shape[2:])
-    if not isinstance(out, Tensor) or tuple(out.shape) != want:
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"model must return a tensor of shape {want}, got {got}")
-    if first and not torch.isfinite(out).all():
-        raise ValueError(f"model returned NaN or inf at t={t_arg[0].item()}")
-    return out
+    what = "eps" if channels == 1 else "eps and v"
+    return check_model_output(model(x, t_arg), x, what, channels=channels, first=first)
 
 
 def _model_t(schedule: DiscreteSchedule, t: int, x: Tensor) -> Tensor:
@@ -67,6 +57,11 @@ def _model_t(schedule: DiscreteSchedule, t: int, x: Tensor) -> Tensor:
 
 def _ab(schedule: DiscreteSchedule, t: int) -> float:
     return 1.0 if t < 0 else float(schedule.alphas_cumprod[t])
+
+
+def _pairs(steps: list[int]) -> list[tuple[int, int]]:
+    """(t, t_prev) for each step of a decreasing list; the last step goes to t = -1 (clean)."""
+    return list(zip(steps, steps[1:] + [-1]))
 
 
 def _record(traj: dict | None, x: Tensor, x0: Tensor | None = None) -> None:
@@ -145,8 +140,7 @@ def ddpm(
     traj = dict(x_t=[x_T], x0_pred=[]) if trajectory else None
     x = x_T
     with torch.no_grad():
-        for i, t in enumerate(progress_bar(steps, "ddpm", progress)):
-            t_prev = steps[i + 1] if i + 1 < len(steps) else -1
+        for i, (t, t_prev) in enumerate(progress_bar(_pairs(steps), "ddpm", progress)):
             kw = dict(variance=variance, clip_x0=clip_x0, generator=generator, check_output=i == 0)
             x, x0 = p_sample(model, schedule, x, t, t_prev, **kw)
             _record(traj, x, x0)
@@ -182,8 +176,7 @@ def ddim(
     traj = dict(x_t=[x_T], x0_pred=[]) if trajectory else None
     x = x_T
     with torch.no_grad():
-        for i, t in enumerate(progress_bar(steps, "ddim", progress)):
-            t_prev = steps[i + 1] if i + 1 < len(steps) else -1
+        for i, (t, t_prev) in enumerate(progress_bar(_pairs(steps), "ddim", progress)):
             ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
             eps = _call(model, x, _model_t(schedule, t, x), first=i == 0)
             x0 = eps_to_x0(x, eps, ab)
@@ -219,14 +212,14 @@ def ddim_invert(
     refines each x_t towards the exact inverse of the decoder step, x_t = (x_{t_prev} - c eps(x_t,
     t)) / a, by fixed-point iteration (as in exact-inversion methods), one model call each.
     """
-    steps = schedule.check_steps(ts)[::-1]
+    steps = schedule.check_steps(ts)
     check_batch(x0, "x0")
     check_int(fixed_point_iters, "fixed_point_iters", 0)
     traj = dict(x_t=[x0], x0_pred=[]) if trajectory else None
     x = x0
     with torch.no_grad():
-        for i, t in enumerate(progress_bar(steps, "ddim_invert", progress)):
-            t_prev = steps[i - 1] if i > 0 else -1
+        upward = _pairs(steps)[::-1]  # (t, t_prev) with t increasing, from (t_min, -1)
+        for i, (t, t_prev) in enumerate(progress_bar(upward, "ddim_invert", progress)):
             ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
             t_arg = _model_t(schedule, t, x)
             eps = _call(model, x, t_arg, first=i == 0)
@@ -276,13 +269,7 @@ def euler(
 
 
 def _call_score(score_fn: Callable, x: Tensor, *args, first: bool = False) -> Tensor:
-    out = score_fn(x, *args)
-    if not isinstance(out, Tensor) or out.shape != x.shape:
-        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"score model must return x's shape {tuple(x.shape)}, got {got}")
-    if first and not torch.isfinite(out).all():
-        raise ValueError("score model returned NaN or inf")
-    return out
+    return check_model_output(score_fn(x, *args), x, "score", first=first)
 
 
 def annealed_langevin(

@@ -19,7 +19,15 @@ from torch import Tensor
 from diffnotes.forward import noise_like
 from diffnotes.param import EpsModel
 from diffnotes.schedules import expand_as
-from diffnotes.util import check_batch, check_choice, check_int, check_number, progress_bar
+from diffnotes.util import (
+    check_batch,
+    check_choice,
+    check_finite_result,
+    check_int,
+    check_model_output,
+    check_number,
+    progress_bar,
+)
 
 __all__ = [
     "SDE",
@@ -198,13 +206,8 @@ def _check_ts(ts: Tensor | Sequence[float]) -> list[float]:
 
 
 def _eps(model: EpsModel, x: Tensor, t: float, first: bool = False) -> Tensor:
-    # only the first output is checked for NaN: a check per step is a host sync per step on a GPU
     eps = model(x, torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device))
-    if not isinstance(eps, Tensor) or eps.shape != x.shape:
-        raise ValueError(f"model must return eps of shape {tuple(x.shape)}")
-    if first and torch.isnan(eps).any():
-        raise ValueError(f"model returned NaN at t={t}")
-    return eps
+    return check_model_output(eps, x, "eps", first=first)
 
 
 def _x0(sde: SDE, x: Tensor, eps: Tensor, t: float) -> Tensor:
@@ -213,8 +216,7 @@ def _x0(sde: SDE, x: Tensor, eps: Tensor, t: float) -> Tensor:
 
 
 def _finished(x: Tensor, traj: dict, trajectory: bool, what: str) -> Tensor | tuple[Tensor, dict]:
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{what} produced NaN or inf: check the model's outputs")
+    check_finite_result(x, what)
     return (x, traj) if trajectory else x
 
 

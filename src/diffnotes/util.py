@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 import torch
@@ -57,6 +57,51 @@ def check_batch(x: object, name: str) -> Tensor:
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf")
     return x
+
+
+def check_model_output(
+    out: object, x: Tensor, what: str = "", *, channels: int = 1, first: bool = False
+) -> Tensor:
+    """A model's output for input x (B, C, ...): a tensor of shape (B, channels * C, ...).
+
+    ``what`` says what the output should be (e.g. 'eps'). With ``first`` (a sampler's first call
+    only) the output must also be finite: a check every step would force a host sync per step on
+    a GPU, so samplers check their final sample instead.
+    """
+    want = (x.shape[0], channels * x.shape[1], *x.shape[2:])
+    what = f" ({what})" if what else ""
+    if not isinstance(out, Tensor) or tuple(out.shape) != want:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"model output{what} must have shape {want}, got {got}")
+    if first and not torch.isfinite(out).all():
+        raise ValueError(f"model output{what} contains NaN or inf")
+    return out
+
+
+def split_batch(batch: Tensor | tuple | list) -> tuple[Tensor, Tensor | None]:
+    """A training batch: a tensor x0 (B, ...), or (x0, y) with labels y (B,)."""
+    if isinstance(batch, Tensor):
+        x0, y = batch, None
+    elif isinstance(batch, (tuple, list)) and len(batch) in (1, 2):
+        x0, y = batch[0], (batch[1] if len(batch) == 2 else None)
+    else:
+        raise ValueError("batch must be a Tensor x0 or a tuple (x0, y)")
+    if not isinstance(x0, Tensor) or x0.ndim < 2 or x0.shape[0] == 0 or not x0.is_floating_point():
+        raise ValueError(f"batch x0 must be a float Tensor (B, ...) with B >= 1, got {x0!r:.60}")
+    if y is not None and (not isinstance(y, Tensor) or y.shape != (x0.shape[0],)):
+        shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+        raise ValueError(f"batch labels y must be a Tensor of shape ({x0.shape[0]},), got {shape}")
+    return x0, y
+
+
+def call_model(model: Callable, x_t: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+    """model(x_t, t), or model(x_t, t, y) for a class-conditional batch."""
+    return model(x_t, t) if y is None else model(x_t, t, y)
+
+
+def mean_flat(x: Tensor) -> Tensor:
+    """The mean over every dimension but the batch: (B, ...) -> (B,)."""
+    return x.reshape(x.shape[0], -1).mean(1)
 
 
 def check_finite_result(x: Tensor, what: str) -> Tensor:
