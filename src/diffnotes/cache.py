@@ -34,6 +34,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DIFFNOTES_CACHE") or Path.home() / ".cache" / "diffnotes")
 
 
+def _shown(path: Path) -> str:
+    """``path`` as printed: relative to the cache directory, so no machine path is shown."""
+    try:
+        return f"$DIFFNOTES_CACHE/{path.relative_to(cache_dir())}"
+    except ValueError:
+        return path.name
+
+
 def config_hash(config: dict) -> str:
     """A stable short hash of a JSON-able config (keys sorted; non-JSON values by repr)."""
     text = json.dumps(config, sort_keys=True, default=repr)
@@ -191,7 +199,7 @@ def cached(
             if meta.get("code") == code:
                 model.load_state_dict(tensors)
                 if verbose:
-                    print(f"cache: loaded {name} ({key_profile}) from {path}")
+                    print(f"cache: loaded {name} ({key_profile}) from {_shown(path)}")
                 return model.to(device).eval()
         except (ValueError, RuntimeError) as e:  # damaged or stale: retrain, never load it
             warnings.warn(f"cache: ignoring {path}: {e}", stacklevel=2)
@@ -216,5 +224,5 @@ def cached(
     }
     write_safetensors(path, tensors, meta)
     if verbose:
-        print(f"cache: trained {name} ({key_profile}) in {seconds:.1f} s -> {path}")
+        print(f"cache: trained {name} ({key_profile}) in {seconds:.1f} s -> {_shown(path)}")
     return fitted.to(device).eval()

@@ -191,3 +191,182 @@ def ring_ddpm(
 
 
 # -- guidance (chapters 06 and 07) ------------------------------------------------------------
+def digits_classifier_config(profile: Profile, size: int = 16) -> object:
+    """The `NoisyClassifier` of `digits_guidance_classifier`: the U-Net's encoder half, pooled."""
+    from diffnotes.models.classifier import ClassifierConfig
+
+    small = dict(image_size=size, base_channels=16, attention_resolutions=(), dropout=0.0)
+    return profile.pick(
+        ci=ClassifierConfig(**small),
+        book=ClassifierConfig(**small),
+        gpu=ClassifierConfig(
+            image_size=size, base_channels=64, channel_mults=(1, 2, 2), num_res_blocks=2
+        ),
+    )
+
+
+def digits_guidance_classifier(
+    profile: Profile, *, noisy: bool = True, size: int = 16, seed: int | None = None
+) -> tuple[nn.Module, DiscreteSchedule]:
+    """p_phi(y | x_t, t) on the digits for classifier guidance (Dhariwal & Nichol 2021, Sec. 4).
+
+    ``noisy=True`` trains on x_t = sqrt(ab) x0 + sigma eps with t uniform over the T = 1000 steps
+    of the linear schedule (the paper's classifier); ``noisy=False`` only on clean digits at t = 0
+    (the ablation: call it with t = 0 whatever the sampler's step). Cross-entropy, AdamW, EMA;
+    trained on all 1,797 digits. Returns (EMA classifier in eval mode, frozen, the schedule).
+    """
+    from diffnotes.forward import q_sample
+    from diffnotes.models.classifier import NoisyClassifier
+
+    if not isinstance(noisy, bool):
+        raise ValueError(f"noisy must be a bool, got {noisy!r}")
+    if size not in (8, 16, 32):
+        raise ValueError(f"size must be one of (8, 16, 32), got {size!r}")
+    seed = _seed(profile, seed)
+    sched = get_schedule("linear", 1000)
+    cfg = digits_classifier_config(profile, size)
+    hp = profile.pick(
+        ci=dict(steps=300, batch_size=64, lr=2e-3),
+        book=dict(steps=800, batch_size=64, lr=2e-3),
+        gpu=dict(steps=10000, batch_size=128, lr=3e-4),
+    )
+    config = dict(
+        data=f"digits{size}/all", noisy=noisy, T=1000, classifier=asdict(cfg), seed=seed, **hp
+    )
+
+    def loss_fn(model: nn.Module, batch: tuple, g: torch.Generator) -> torch.Tensor:
+        x0, y = batch
+        if noisy:
+            t = torch.randint(sched.T, (x0.shape[0],), generator=g, device=g.device)
+            eps = torch.randn(x0.shape, generator=g, device=g.device)
+            x_in = q_sample(sched, x0, t.to(x0.device), eps.to(x0.device))
+        else:
+            t, x_in = torch.zeros(x0.shape[0], dtype=torch.long), x0
+        return nn.functional.cross_entropy(model(x_in, t.to(x0.device)), y)
+
+    def build() -> nn.Module:
+        return NoisyClassifier(cfg).to(profile.device)
+
+    def fit(model: nn.Module) -> nn.Module:
+        x0, y = digits(size, "all")
+        data = (x0.to(profile.device), y.to(profile.device))
+        return train(model, loss_fn, data, seed=seed, progress=profile.progress, **hp).ema
+
+    name = f"recipes/digits_guidance_classifier_{'noisy' if noisy else 'clean'}_{size}"
+    model = cached(name, config, build, fit, profile=profile.name, seed=seed)
+    model.requires_grad_(False)
+    return model, sched
+
+
+def digits_cfg(
+    profile: Profile, *, p_uncond: float = 0.2, size: int = 16, seed: int | None = None
+) -> tuple[nn.Module, DiscreteSchedule]:
+    """A class-conditional digits U-Net trained with label dropout (Ho & Salimans 2022, Alg. 1).
+
+    One network is both eps(x_t, t, c) and eps(x_t, t) = eps(x_t, t, None): each label is
+    replaced by the null class with probability ``p_uncond`` (the paper's 0.1 or 0.2), L_simple,
+    linear schedule, T = 1000, the layout of `digits_unet_config` plus a label embedding.
+    Returns (EMA model in eval mode, its schedule); call it as ``model(x_t, t, y)``, y=None for
+    the unconditional branch, or wrap it with `diffnotes.guidance.classifier_free`.
+    """
+    from dataclasses import replace
+
+    from diffnotes.util import check_number
+
+    p_uncond = check_number(p_uncond, "p_uncond", minimum=0.0)
+    if not 0.0 < p_uncond < 1.0:
+        raise ValueError(f"p_uncond must be in (0, 1) to learn both branches, got {p_uncond!r}")
+    if size not in (8, 16, 32):
+        raise ValueError(f"size must be one of (8, 16, 32), got {size!r}")
+    seed = _seed(profile, seed)
+    sched = get_schedule("linear", 1000)
+    cfg = replace(digits_unet_config(profile, size), num_classes=10)
+    hp = profile.pick(
+        ci=dict(steps=300, batch_size=32, lr=2e-3),
+        book=dict(steps=1200, batch_size=64, lr=2e-3),
+        gpu=dict(steps=30000, batch_size=128, lr=2e-4),
+    )
+    config = dict(
+        data=f"digits{size}/all", p_uncond=p_uncond, T=1000, unet=asdict(cfg), seed=seed, **hp
+    )
+
+    def build() -> nn.Module:
+        return UNet(cfg).to(profile.device)
+
+    def fit(model: nn.Module) -> nn.Module:
+        x0, y = digits(size, "all")
+        data = (x0.to(profile.device), y.to(profile.device))
+        loss = eps_loss(sched, "simple", p_uncond=p_uncond)
+        return train(model, loss, data, seed=seed, progress=profile.progress, **hp).ema
+
+    model = cached(
+        f"recipes/digits_cfg_{size}", config, build, fit, profile=profile.name, seed=seed
+    )
+    return model, sched
+
+
+# -- video (chapters 12-14) --------------------------------------------------------------------
+VIDEO_MASKINGS = ("none", "random", "mcvd", "prediction")
+
+
+def sprites_video(
+    profile: Profile, *, masking: str = "none", seed: int | None = None
+) -> tuple[nn.Module, DiscreteSchedule, dict[str, Any]]:
+    """A space-time U-Net (Ho et al. 2022) on bouncing squares, trained with a frame masking.
+
+    ``masking``: 'none' (unconditional; Video Diffusion Models), 'random' (RaMViD's random clean
+    frames, at most 4, unconditional rate 0.25), 'mcvd' (the first 2 and last 2 frames each
+    given with p = 0.5, MCVD), 'prediction' (the first 2 frames always given: the specialist).
+    Every masking gets the same network, data stream and budget; L_simple on the unknown frames
+    (`diffnotes.video.masked_eps_loss`), linear schedule, T = 1000, fresh sprites every batch.
+    Returns (EMA model in eval mode, schedule, dict(frames=, size=)); call it as
+    ``model(x_t, t, mask, x_cond)`` (mask None: unconditional).
+    """
+    from functools import partial
+
+    from diffnotes.data.video import sprites
+    from diffnotes.models.video_unet import VideoUNet, VideoUNetConfig
+    from diffnotes.video import masked_eps_loss, past_future_mask, random_frame_mask
+
+    if masking not in VIDEO_MASKINGS:
+        raise ValueError(f"masking must be one of {VIDEO_MASKINGS}, got {masking!r}")
+    seed = _seed(profile, seed)
+    sched = get_schedule("linear", 1000)
+    frames, size = 8, profile.pick(ci=8, book=8, gpu=16)
+    small = dict(frames=frames, image_size=size, num_res_blocks=1, attention_resolutions=())
+    cfg = profile.pick(
+        ci=VideoUNetConfig(**small, base_channels=8, channel_mults=(1, 2), num_groups=4),
+        book=VideoUNetConfig(**small, base_channels=16, channel_mults=(1, 2), num_groups=8),
+        gpu=VideoUNetConfig(
+            frames=frames, image_size=size, base_channels=64, channel_mults=(1, 2, 2)
+        ),
+    )
+    hp = profile.pick(
+        ci=dict(steps=60, batch_size=8, lr=3e-3),  # a smoke test: blobs, not squares
+        book=dict(steps=500, batch_size=16, lr=2e-3),
+        gpu=dict(steps=20000, batch_size=64, lr=2e-4),
+    )
+    mask_fn = {
+        "none": lambda b, f, g: torch.zeros(b, f),
+        "random": partial(random_frame_mask, max_known=4, p_uncond=0.25),
+        "mcvd": partial(past_future_mask, past=2, future=2, p_past=0.5, p_future=0.5),
+        "prediction": partial(past_future_mask, past=2, future=0, p_past=0.0),
+    }[masking]
+
+    # a fresh draw of sprites every step: the model sees the process, not a finite set
+    def data(n: int, g: torch.Generator) -> torch.Tensor:
+        draw = int(torch.randint(2**31 - 1, (1,), generator=g))
+        return sprites(n, frames, size, seed=draw).videos.to(profile.device)
+
+    model = fit_cached(
+        f"recipes/sprites_video_{masking}",
+        dict(data=f"sprites{size}x{frames}/square", masking=masking, T=1000, cfg=asdict(cfg)),
+        lambda: VideoUNet(cfg),
+        masked_eps_loss(sched, mask_fn),
+        data,
+        profile=profile,
+        seed=seed,
+        **hp,
+    )
+    model.requires_grad_(False)
+    return model, sched, dict(frames=frames, size=size)

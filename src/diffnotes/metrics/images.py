@@ -409,3 +409,31 @@ def nll_bits_per_dim(
         x0 = x0 + (u - 0.5) * (2.0 / data_bins)
     nats = log_likelihood(model, sde, x0, generator=generator, **kwargs)
     return bits_per_dim(nats, x0[0].numel(), data_bins=data_bins)
+
+
+# ---------------------------------------------------------------------------------------------
+# diversity (the guidance chapters)
+
+
+def class_feature_spread(
+    samples: Tensor, labels: Tensor, *, classifier: nn.Module | None = None
+) -> float:
+    """Within-class diversity: mean over classes of the trace of the feature covariance.
+
+    Features are the digits classifier's penultimate ones (as FD-digits); only classes with at
+    least two samples count. Guidance that trades diversity for fidelity makes it fall; quote it
+    beside the same number for real digits.
+    """
+    labels = torch.as_tensor(labels).flatten().cpu().long()
+    if not isinstance(samples, Tensor) or labels.shape[0] != samples.shape[0]:
+        n = samples.shape[0] if isinstance(samples, Tensor) else type(samples).__name__
+        raise ValueError(f"labels must have one entry per sample ({n}), got {labels.shape[0]}")
+    feats = digits_features(samples, classifier=classifier).double()
+    traces = [
+        torch.cov(feats[labels == k].T).trace()
+        for k in labels.unique().tolist()
+        if int((labels == k).sum()) >= 2
+    ]
+    if not traces:
+        raise ValueError("class_feature_spread needs a class with at least two samples")
+    return float(torch.stack(traces).mean())

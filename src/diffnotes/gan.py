@@ -1,0 +1,274 @@
+"""GANs trained with diffusion: Diffusion-GAN's instance noise (Wang et al. 2023) and what both
+GAN chapters share (the non-saturating losses, R1, a training loop with snapshots, mode coverage).
+
+Diffusion-GAN hands the discriminator y = sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) sigma eps
+for real *and* generated x, with t drawn up to a maximum T that grows while the discriminator
+overfits (its sign statistic r_d is above a target) and shrinks otherwise (Sec. 3, eq. 4).
+DDGAN's denoising GAN lives in `diffnotes.ddgan`; the parts are in `diffnotes.models.gan`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from diffnotes.analytic import GaussianMixture
+from diffnotes.forward import q_sample
+from diffnotes.metrics.samples import mode_stats
+from diffnotes.schedules import DiscreteSchedule, linear_schedule
+from diffnotes.util import check_int, check_number
+
+__all__ = [
+    "d_loss",
+    "g_loss",
+    "r1_penalty",
+    "AdaptiveDiffusion",
+    "gan_step",
+    "GANRun",
+    "train_gan",
+    "grid_mixture",
+    "mode_coverage",
+    "point_mass_js",
+]
+
+Sampler = Callable[[int, torch.Generator], Tensor]
+
+
+# -- the two losses ----------------------------------------------------------------------------
+def d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Discriminator loss -log D(real) - log(1 - D(fake)) on logits (Goodfellow et al. 2014)."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def g_loss(fake_logits: Tensor) -> Tensor:
+    """The non-saturating generator loss -log D(fake) (Goodfellow et al. 2014, Sec. 3)."""
+    return F.softplus(-fake_logits).mean()
+
+
+def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
+    """R1 = E ||grad_x D(x)||^2 on real data (Mescheder et al. 2018); ``real`` needs grad."""
+    if not real.requires_grad:
+        raise ValueError("real must require grad (set real.requires_grad_() before D(real))")
+    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+    return grad.pow(2).reshape(grad.shape[0], -1).sum(1).mean()
+
+
+# -- Diffusion-GAN's instance noise ------------------------------------------------------------
+@dataclass
+class AdaptiveDiffusion:
+    """Diffusion-GAN's forward diffusion over t < T with the adaptive maximum T (Sec. 3).
+
+    y = sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) sigma eps on DDPM's linear betas laid over the
+    current T steps (the official code recomputes them whenever T changes). t is drawn with the
+    'priority' weights p(t) proportional to t + 1, and a share ``p_clean`` of every batch is
+    left clean (t = -1; the official code's half-zero ``t_epl``). Every ``interval`` steps,
+    T <- T + sign(r_d - d_target) C (eq. 4), clipped to [T_min, T_max].
+    """
+
+    sigma: float = 0.05  # noise scale; the official code's noise_std for images in [-1, 1]
+    T: int = 10  # the starting maximum step
+    T_min: int = 10
+    T_max: int = 500
+    d_target: float = 0.6
+    C: int = 1
+    interval: int = 4  # steps between updates of T (the official ada_interval)
+    p_clean: float = 0.5
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    _signs: list[float] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        check_number(self.sigma, "sigma", positive=True)
+        check_int(self.T_min, "T_min", 1)
+        check_int(self.T_max, "T_max", self.T_min)
+        check_int(self.T, "T", self.T_min, self.T_max)
+        check_number(self.d_target, "d_target", minimum=-1.0)
+        check_int(self.C, "C", 0)
+        check_int(self.interval, "interval", 1)
+        if not 0.0 <= self.p_clean < 1.0:
+            raise ValueError(f"p_clean must lie in [0, 1), got {self.p_clean!r}")
+        self._schedule = linear_schedule(self.T, self.beta_start, self.beta_end)
+
+    @property
+    def schedule(self) -> DiscreteSchedule:
+        """DDPM's linear betas over the current T steps."""
+        if self._schedule.T != self.T:
+            self._schedule = linear_schedule(self.T, self.beta_start, self.beta_end)
+        return self._schedule
+
+    def sample_t(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n steps (n,) in -1..T-1: priority weights t + 1, and -1 (clean) with p_clean."""
+        check_int(n, "n", 1)
+        weights = torch.arange(1, self.T + 1, dtype=torch.float64)
+        t = torch.multinomial(weights, n, replacement=True, generator=generator)
+        clean = torch.rand(n, generator=generator, dtype=torch.float64) < self.p_clean
+        return torch.where(clean, -1, t)
+
+    def diffuse(self, x: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """y = sqrt(alpha_bar_t) x + sqrt(1 - alpha_bar_t) sigma eps (eq. 1 with scale sigma)."""
+        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        return q_sample(self.schedule, x, t, self.sigma * eps)
+
+    def observe(self, real_logits: Tensor) -> None:
+        """Record r_d = E[sign D(y_real)] and update T every ``interval`` calls (eq. 4)."""
+        self._signs.append(float(torch.sign(real_logits.detach()).mean()))
+        if len(self._signs) < self.interval:
+            return
+        r_d = sum(self._signs) / len(self._signs)
+        self._signs.clear()
+        step = self.C if r_d > self.d_target else -self.C if r_d < self.d_target else 0
+        self.T = min(max(self.T + step, self.T_min), self.T_max)
+
+
+# -- one training step and the loop ------------------------------------------------------------
+def gan_step(
+    G: nn.Module,
+    D: nn.Module,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    real: Tensor,
+    z: Tensor,
+    *,
+    diffusion: AdaptiveDiffusion | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """One discriminator and one generator step; D(y, t) sees diffused samples with ``diffusion``.
+
+    Without ``diffusion`` this is the vanilla GAN with the same D called at t = -1 (clean).
+    Returns the two losses and r_d = E[sign D(y_real)] of this step.
+    """
+    fake = G(z)
+    if diffusion is None:
+        t = torch.full((real.shape[0],), -1, dtype=torch.long)
+        y_real, y_fake = real, fake
+    else:
+        t = diffusion.sample_t(real.shape[0], generator)
+        y_real = diffusion.diffuse(real, t, generator)
+        y_fake = diffusion.diffuse(fake, t, generator)
+    real_logits = D(y_real, t)
+    loss_d = d_loss(real_logits, D(y_fake.detach(), t))
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    loss_g = g_loss(D(y_fake, t))
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    if diffusion is not None:
+        diffusion.observe(real_logits)
+    r_d = float(torch.sign(real_logits.detach()).mean())
+    return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "r_d": r_d}
+
+
+@dataclass
+class GANRun:
+    """A finished run: the networks and one snapshot dict (step, T, samples, ...) per snapshot."""
+
+    G: nn.Module
+    D: nn.Module
+    snapshots: list[dict[str, Any]]
+
+
+def train_gan(
+    G: nn.Module,
+    D: nn.Module,
+    data: Sampler,
+    *,
+    steps: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.5, 0.9),
+    diffusion: AdaptiveDiffusion | None = None,
+    seed: int = 0,
+    snapshot_every: int | None = None,
+    n_snapshot: int = 2500,
+) -> GANRun:
+    """Train G(z) against D(y, t) with `gan_step` (vanilla, or Diffusion-GAN with ``diffusion``).
+
+    ``data(n, generator)`` draws real samples; ``seed`` sets the batches, z and the noise (not the
+    initial weights: build G and D under ``torch.manual_seed``). Every ``snapshot_every`` steps
+    (and at the end) G is run on one fixed z of ``n_snapshot`` samples.
+    """
+    check_int(steps, "steps", 1)
+    check_int(batch_size, "batch_size", 1)
+    check_number(lr, "lr", positive=True)
+    every = check_int(snapshot_every or steps, "snapshot_every", 1)
+    z_dim = G.cfg.z_dim
+    g = torch.Generator().manual_seed(seed)
+    z_fixed = torch.randn(n_snapshot, z_dim, generator=torch.Generator().manual_seed(seed + 1))
+    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
+    snapshots: list[dict[str, Any]] = []
+    for step in range(1, steps + 1):
+        real = data(batch_size, g)
+        z = torch.randn(batch_size, z_dim, generator=g)
+        stats = gan_step(G, D, opt_g, opt_d, real, z, diffusion=diffusion, generator=g)
+        if step % every == 0 or step == steps:
+            with torch.no_grad():
+                samples = G(z_fixed)
+            T = diffusion.T if diffusion is not None else 0
+            snapshots.append({"step": step, "T": T, "samples": samples, **stats})
+    return GANRun(G, D, snapshots)
+
+
+# -- the 25-Gaussian grid and mode coverage ----------------------------------------------------
+def grid_mixture(n: int = 5, spacing: float = 1.0, std: float = 0.05) -> GaussianMixture:
+    """n x n equal Gaussians on a grid centred at 0: n = 5 is the 25-Gaussian benchmark."""
+    check_int(n, "n", 1)
+    check_number(spacing, "spacing", positive=True)
+    check_number(std, "std", positive=True)
+    axis = (torch.arange(n, dtype=torch.float64) - (n - 1) / 2) * spacing
+    means = torch.cartesian_prod(axis, axis)
+    return GaussianMixture(torch.full((n * n,), 1 / n**2), means, torch.full((n * n,), std**2))
+
+
+def mode_coverage(
+    samples: Tensor, mixture: GaussianMixture, *, k: float = 3.0, share: float = 0.2
+) -> tuple[int, float]:
+    """(modes covered, fraction of samples within k std of a mode) for an isotropic mixture.
+
+    A mode counts as covered when at least ``share`` of its fair share N / K of the samples lie
+    within k std of it: with 2,500 samples and 25 modes, 20 samples (PacGAN's rule, Lin et al.).
+    """
+    if not mixture.isotropic:
+        raise ValueError("mixture must be isotropic (one std per mode)")
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"share must lie in (0, 1], got {share!r}")
+    K = mixture.n_components
+    min_count = max(1, math.ceil(share * samples.shape[0] / K))
+    stats = mode_stats(samples, mixture.means, mixture.covs.sqrt(), k, min_count=min_count)
+    return round(stats["coverage"] * K), stats["frac_within"]
+
+
+# -- why noise helps: the point-mass example ---------------------------------------------------
+def point_mass_js(theta: Tensor, noise_std: float, *, n_grid: int = 4001) -> Tensor:
+    """JS(p_real, p_fake) for real = delta_0 and fake = delta_theta after Gaussian noise.
+
+    Both diffused with std ``noise_std`` (the scale sqrt(1 - alpha_bar) sigma of y; the signal
+    scale sqrt(alpha_bar) is folded into theta): the JS between N(0, s^2) and N(theta, s^2), by
+    quadrature on ``n_grid`` points, differentiable in theta. With ``noise_std = 0`` it is
+    log 2 wherever theta != 0: flat, so its gradient is zero (Wang et al., Sec. 3.2).
+    """
+    theta = torch.as_tensor(theta, dtype=torch.float64)
+    check_number(noise_std, "noise_std", minimum=0.0)
+    check_int(n_grid, "n_grid", 3)
+    if noise_std == 0:
+        return torch.where(theta == 0, 0.0, math.log(2.0)).to(theta.dtype) + 0 * theta
+    lo = torch.minimum(theta.min().detach(), torch.tensor(0.0)) - 10 * noise_std
+    hi = torch.maximum(theta.max().detach(), torch.tensor(0.0)) + 10 * noise_std
+    y = torch.linspace(float(lo), float(hi), n_grid, dtype=torch.float64)
+    dy = y[1] - y[0]
+    flat = theta.reshape(-1, 1)
+    log_p = -0.5 * (y / noise_std) ** 2 - math.log(noise_std * math.sqrt(2 * math.pi))
+    log_q = -0.5 * ((y - flat) / noise_std) ** 2 - math.log(noise_std * math.sqrt(2 * math.pi))
+    log_m = torch.logaddexp(log_p, log_q) - math.log(2.0)
+    kl_pm = (log_p.exp() * (log_p - log_m)).sum(-1) * dy
+    kl_qm = (log_q.exp() * (log_q - log_m)).sum(-1) * dy
+    return (0.5 * (kl_pm + kl_qm)).reshape(theta.shape)
