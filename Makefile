@@ -66,3 +66,18 @@ clean:
 
 strip: $(STAMP)
 	$(BIN)/python -m diffnotes.book strip notebooks/*.ipynb $(wildcard book/*.ipynb)
+
+# A chapter's live widget in a real browser (not part of `make test` or CI): JupyterLab in headless
+# Chromium runs the chapter, moves a slider and checks that the figure changes. Installs
+# Playwright (pip; its Python package only) and Debian's chromium (apt) when they are missing.
+# CHAPTER=01-ddpm picks another chapter; CHROMIUM=/path/to/chromium another browser.
+.PHONY: browser-check
+CHROMIUM ?= /usr/bin/chromium
+browser-check: $(STAMP)
+	$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/pip install --quiet playwright
+	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null 2>&1 || { echo "browser-check: no \
+	Chromium at $(CHROMIUM) and no apt-get to install it: install Chromium, then run make \
+	browser-check CHROMIUM=/path/to/chromium"; exit 1; }; \
+	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); echo "browser-check: installing chromium (apt)"; \
+	$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+	$(BIN)/python -m bench.browser_check --chromium $(CHROMIUM) $(if $(CHAPTER),--chapter $(CHAPTER))
