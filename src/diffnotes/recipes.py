@@ -105,6 +105,15 @@ def fit_cached(
     return cached(name, key, build_on_device, fit, profile=profile.name, seed=seed)
 
 
+def mixture_key(mixture: GaussianMixture) -> dict[str, list]:
+    """A Gaussian mixture as JSON-able lists, for a cache key (a model trained on it)."""
+    if not isinstance(mixture, GaussianMixture):
+        raise ValueError(f"mixture must be a GaussianMixture, got {type(mixture).__name__}")
+    return dict(
+        weights=mixture.weights.tolist(), means=mixture.means.tolist(), covs=mixture.covs.tolist()
+    )
+
+
 def digits_ddpm(
     profile: Profile, *, schedule: str = "linear", size: int = 16, seed: int | None = None
 ) -> tuple[nn.Module, DiscreteSchedule]:
@@ -169,9 +178,6 @@ def ring_ddpm(
         book=dict(steps=2000, batch_size=256, lr=6e-3),
         gpu=dict(steps=20000, batch_size=512, lr=2e-3),
     )
-    data_key = dict(
-        weights=mixture.weights.tolist(), means=mixture.means.tolist(), covs=mixture.covs.tolist()
-    )
 
     # a fresh exact sample every step: the loss sees the mixture, not a finite training set
     def data(n: int, g: torch.Generator) -> torch.Tensor:
@@ -179,7 +185,7 @@ def ring_ddpm(
 
     model = fit_cached(
         f"recipes/ring_ddpm_{weighting}",
-        dict(mixture=data_key, weighting=weighting, T=1000, mlp=asdict(cfg)),
+        dict(mixture=mixture_key(mixture), weighting=weighting, T=1000, mlp=asdict(cfg)),
         lambda: TimeMLP(cfg),
         eps_loss(sched, weighting),
         data,
