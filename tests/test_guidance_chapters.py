@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffnotes.metrics.images import DigitsClassifier, class_feature_spread
+from diffnotes.metrics.digits import DigitsClassifier, class_feature_spread
 from diffnotes.profile import profile
 from diffnotes.recipes import digits_cfg, digits_guidance_classifier
 

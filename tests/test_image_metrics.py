@@ -7,6 +7,7 @@ import torch
 from torch.testing import assert_close
 
 from diffnotes.data import digits, shapes, sprites
+from diffnotes.metrics import digits as md
 from diffnotes.metrics import images as mi
 from diffnotes.sde import VPSDE
 
@@ -16,26 +17,26 @@ def classifier(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("DIFFNOTES_CACHE", str(tmp_path_factory.mktemp("cache")))
     try:
-        yield mi.digits_classifier()  # trained once here (~20 s), printed with its accuracy
+        yield md.digits_classifier()  # trained once here (~20 s), printed with its accuracy
     finally:
         mp.undo()
 
 
 def test_classifier_accuracy(classifier):
     for size in (8, 16, 32):
-        acc = mi.digits_test_accuracy(classifier, size)
+        acc = md.digits_test_accuracy(classifier, size)
         print(f"digits classifier, {size}px held-out accuracy: {100 * acc:.1f}%")
         assert acc >= 0.97
     x, y = digits(16, "test")
-    assert mi.class_accuracy(x, y, classifier=classifier) >= 0.97
-    assert mi.class_entropy(x, classifier=classifier) > 0.98 * math.log(10)
-    assert mi.class_entropy(x[y == 3], classifier=classifier) < 0.2
+    assert md.class_accuracy(x, y, classifier=classifier) >= 0.97
+    assert md.class_entropy(x, classifier=classifier) > 0.98 * math.log(10)
+    assert md.class_entropy(x[y == 3], classifier=classifier) < 0.2
 
 
 def test_fd_digits_floor_and_noise(classifier):
-    floor = mi.fd_digits_floor(300, classifier=classifier)
-    noise = mi.fd_digits(torch.rand(300, 1, 8, 8) * 2 - 1, classifier=classifier)
-    blurred = mi.fd_digits(digits(8, "test")[0] * 0.3, classifier=classifier)
+    floor = md.fd_digits_floor(300, classifier=classifier)
+    noise = md.fd_digits(torch.rand(300, 1, 8, 8) * 2 - 1, classifier=classifier)
+    blurred = md.fd_digits(digits(8, "test")[0] * 0.3, classifier=classifier)
     print(
         f"FD-digits n=300: real floor {floor:.1f}, x0.3 contrast {blurred:.1f}, noise {noise:.1f}"
     )
@@ -45,11 +46,11 @@ def test_fd_digits_floor_and_noise(classifier):
 def test_frechet_distance_identities():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(2000, 5, generator=g, dtype=torch.float64)
-    assert mi.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    assert md.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
     shift = torch.tensor([1.0, 2.0, 0.0, 0.0, 0.0], dtype=torch.float64)
-    assert mi.frechet_distance(a, a + shift) == pytest.approx(5.0, rel=1e-6)
+    assert md.frechet_distance(a, a + shift) == pytest.approx(5.0, rel=1e-6)
     # N(0, I) vs N(0, 4I) in 5-D: 5 * (1 + 4 - 2 * 2) = 5 (up to sampling error)
-    assert mi.frechet_distance(a, 2 * torch.randn(4000, 5, generator=g)) == pytest.approx(
+    assert md.frechet_distance(a, 2 * torch.randn(4000, 5, generator=g)) == pytest.approx(
         5.0, rel=0.15
     )
 
@@ -91,9 +92,9 @@ def test_nll_bits_per_dim_of_exact_gaussian_model():
 
 def test_bad_input():
     with pytest.raises(ValueError, match="samples"):
-        mi.fd_digits(torch.zeros(10, 3, 8, 8))
+        md.fd_digits(torch.zeros(10, 3, 8, 8))
     with pytest.raises(ValueError, match="n must"):
-        mi.fd_digits_floor(5000)
+        md.fd_digits_floor(5000)
     with pytest.raises(ValueError, match="images"):
         mi.shapes_factors(torch.zeros(2, 1, 32, 32))
     with pytest.raises(ValueError, match="captions"):

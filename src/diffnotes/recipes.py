@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
@@ -20,12 +20,15 @@ from torch import nn
 from diffnotes.analytic import GaussianMixture, ring_mixture
 from diffnotes.cache import cached
 from diffnotes.data import digits
+from diffnotes.forward import q_sample
 from diffnotes.losses import eps_loss
+from diffnotes.models.classifier import ClassifierConfig, NoisyClassifier
 from diffnotes.models.mlp import MLPConfig, TimeMLP
 from diffnotes.models.unet import UNet, UNetConfig
 from diffnotes.profile import Profile
 from diffnotes.schedules import DiscreteSchedule, get_schedule
 from diffnotes.train import Data, LossFn, TrainResult, train
+from diffnotes.util import check_number
 
 SCHEDULES = ("linear", "cosine", "scaled_linear")
 WEIGHTINGS = ("simple", "vlb")
@@ -197,10 +200,8 @@ def ring_ddpm(
 
 
 # -- guidance (chapters 06 and 07) ------------------------------------------------------------
-def digits_classifier_config(profile: Profile, size: int = 16) -> object:
+def digits_classifier_config(profile: Profile, size: int = 16) -> ClassifierConfig:
     """The `NoisyClassifier` of `digits_guidance_classifier`: the U-Net's encoder half, pooled."""
-    from diffnotes.models.classifier import ClassifierConfig
-
     small = dict(image_size=size, base_channels=16, attention_resolutions=(), dropout=0.0)
     return profile.pick(
         ci=ClassifierConfig(**small),
@@ -221,9 +222,6 @@ def digits_guidance_classifier(
     (the ablation: call it with t = 0 whatever the sampler's step). Cross-entropy, AdamW, EMA;
     trained on all 1,797 digits. Returns (EMA classifier in eval mode, frozen, the schedule).
     """
-    from diffnotes.forward import q_sample
-    from diffnotes.models.classifier import NoisyClassifier
-
     if not isinstance(noisy, bool):
         raise ValueError(f"noisy must be a bool, got {noisy!r}")
     if size not in (8, 16, 32):
@@ -236,9 +234,6 @@ def digits_guidance_classifier(
         book=dict(steps=800, batch_size=64, lr=2e-3),
         gpu=dict(steps=10000, batch_size=128, lr=3e-4),
     )
-    config = dict(
-        data=f"digits{size}/all", noisy=noisy, T=1000, classifier=asdict(cfg), seed=seed, **hp
-    )
 
     def loss_fn(model: nn.Module, batch: tuple, g: torch.Generator) -> torch.Tensor:
         x0, y = batch
@@ -250,16 +245,20 @@ def digits_guidance_classifier(
             t, x_in = torch.zeros(x0.shape[0], dtype=torch.long), x0
         return nn.functional.cross_entropy(model(x_in, t.to(x0.device)), y)
 
-    def build() -> nn.Module:
-        return NoisyClassifier(cfg).to(profile.device)
-
-    def fit(model: nn.Module) -> nn.Module:
+    def data() -> tuple[torch.Tensor, torch.Tensor]:
         x0, y = digits(size, "all")
-        data = (x0.to(profile.device), y.to(profile.device))
-        return train(model, loss_fn, data, seed=seed, progress=profile.progress, **hp).ema
+        return x0.to(profile.device), y.to(profile.device)
 
-    name = f"recipes/digits_guidance_classifier_{'noisy' if noisy else 'clean'}_{size}"
-    model = cached(name, config, build, fit, profile=profile.name, seed=seed)
+    model = fit_cached(
+        f"recipes/digits_guidance_classifier_{'noisy' if noisy else 'clean'}_{size}",
+        dict(data=f"digits{size}/all", noisy=noisy, T=1000, classifier=asdict(cfg)),
+        lambda: NoisyClassifier(cfg),
+        loss_fn,
+        data,
+        profile=profile,
+        seed=seed,
+        **hp,
+    )
     model.requires_grad_(False)
     return model, sched
 
@@ -275,10 +274,6 @@ def digits_cfg(
     Returns (EMA model in eval mode, its schedule); call it as ``model(x_t, t, y)``, y=None for
     the unconditional branch, or wrap it with `diffnotes.guidance.classifier_free`.
     """
-    from dataclasses import replace
-
-    from diffnotes.util import check_number
-
     p_uncond = check_number(p_uncond, "p_uncond", minimum=0.0)
     if not 0.0 < p_uncond < 1.0:
         raise ValueError(f"p_uncond must be in (0, 1) to learn both branches, got {p_uncond!r}")
@@ -292,87 +287,19 @@ def digits_cfg(
         book=dict(steps=1200, batch_size=64, lr=2e-3),
         gpu=dict(steps=30000, batch_size=128, lr=2e-4),
     )
-    config = dict(
-        data=f"digits{size}/all", p_uncond=p_uncond, T=1000, unet=asdict(cfg), seed=seed, **hp
-    )
 
-    def build() -> nn.Module:
-        return UNet(cfg).to(profile.device)
-
-    def fit(model: nn.Module) -> nn.Module:
+    def data() -> tuple[torch.Tensor, torch.Tensor]:
         x0, y = digits(size, "all")
-        data = (x0.to(profile.device), y.to(profile.device))
-        loss = eps_loss(sched, "simple", p_uncond=p_uncond)
-        return train(model, loss, data, seed=seed, progress=profile.progress, **hp).ema
-
-    model = cached(
-        f"recipes/digits_cfg_{size}", config, build, fit, profile=profile.name, seed=seed
-    )
-    return model, sched
-
-
-# -- video (chapters 12-14) --------------------------------------------------------------------
-VIDEO_MASKINGS = ("none", "random", "mcvd", "prediction")
-
-
-def sprites_video(
-    profile: Profile, *, masking: str = "none", seed: int | None = None
-) -> tuple[nn.Module, DiscreteSchedule, dict[str, Any]]:
-    """A space-time U-Net (Ho et al. 2022) on bouncing squares, trained with a frame masking.
-
-    ``masking``: 'none' (unconditional; Video Diffusion Models), 'random' (RaMViD's random clean
-    frames, at most 4, unconditional rate 0.25), 'mcvd' (the first 2 and last 2 frames each
-    given with p = 0.5, MCVD), 'prediction' (the first 2 frames always given: the specialist).
-    Every masking gets the same network, data stream and budget; L_simple on the unknown frames
-    (`diffnotes.video.masked_eps_loss`), linear schedule, T = 1000, fresh sprites every batch.
-    Returns (EMA model in eval mode, schedule, dict(frames=, size=)); call it as
-    ``model(x_t, t, mask, x_cond)`` (mask None: unconditional).
-    """
-    from functools import partial
-
-    from diffnotes.data.video import sprites
-    from diffnotes.models.video_unet import VideoUNet, VideoUNetConfig
-    from diffnotes.video import masked_eps_loss, past_future_mask, random_frame_mask
-
-    if masking not in VIDEO_MASKINGS:
-        raise ValueError(f"masking must be one of {VIDEO_MASKINGS}, got {masking!r}")
-    seed = _seed(profile, seed)
-    sched = get_schedule("linear", 1000)
-    frames, size = 8, profile.pick(ci=8, book=8, gpu=16)
-    small = dict(frames=frames, image_size=size, num_res_blocks=1, attention_resolutions=())
-    cfg = profile.pick(
-        ci=VideoUNetConfig(**small, base_channels=8, channel_mults=(1, 2), num_groups=4),
-        book=VideoUNetConfig(**small, base_channels=16, channel_mults=(1, 2), num_groups=8),
-        gpu=VideoUNetConfig(
-            frames=frames, image_size=size, base_channels=64, channel_mults=(1, 2, 2)
-        ),
-    )
-    hp = profile.pick(
-        ci=dict(steps=60, batch_size=8, lr=3e-3),  # a smoke test: blobs, not squares
-        book=dict(steps=500, batch_size=16, lr=2e-3),
-        gpu=dict(steps=20000, batch_size=64, lr=2e-4),
-    )
-    mask_fn = {
-        "none": lambda b, f, g: torch.zeros(b, f),
-        "random": partial(random_frame_mask, max_known=4, p_uncond=0.25),
-        "mcvd": partial(past_future_mask, past=2, future=2, p_past=0.5, p_future=0.5),
-        "prediction": partial(past_future_mask, past=2, future=0, p_past=0.0),
-    }[masking]
-
-    # a fresh draw of sprites every step: the model sees the process, not a finite set
-    def data(n: int, g: torch.Generator) -> torch.Tensor:
-        draw = int(torch.randint(2**31 - 1, (1,), generator=g))
-        return sprites(n, frames, size, seed=draw).videos.to(profile.device)
+        return x0.to(profile.device), y.to(profile.device)
 
     model = fit_cached(
-        f"recipes/sprites_video_{masking}",
-        dict(data=f"sprites{size}x{frames}/square", masking=masking, T=1000, cfg=asdict(cfg)),
-        lambda: VideoUNet(cfg),
-        masked_eps_loss(sched, mask_fn),
+        f"recipes/digits_cfg_{size}",
+        dict(data=f"digits{size}/all", p_uncond=p_uncond, T=1000, unet=asdict(cfg)),
+        lambda: UNet(cfg),
+        eps_loss(sched, "simple", p_uncond=p_uncond),
         data,
         profile=profile,
         seed=seed,
         **hp,
     )
-    model.requires_grad_(False)
-    return model, sched, dict(frames=frames, size=size)
+    return model, sched
