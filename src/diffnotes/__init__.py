@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 SUBMODULES = (
     "schedules forward param sde likelihood analytic samplers guidance inpaint models data losses "
-    "io train cache claims metrics recipes plot interop lora book"
+    "io train cache claims metrics recipes plot interop lora book video"
 ).split()
 
 # name -> the submodule that defines it (one flat namespace for chapters)

@@ -303,3 +303,70 @@ def digits_cfg(
         **hp,
     )
     return model, sched
+
+
+# -- video (chapters 12-14) --------------------------------------------------------------------
+VIDEO_MASKINGS = ("none", "random", "mcvd", "prediction")
+
+
+def sprites_video(
+    profile: Profile, *, masking: str = "none", seed: int | None = None
+) -> tuple[nn.Module, DiscreteSchedule, dict[str, Any]]:
+    """A space-time U-Net (Ho et al. 2022) on bouncing squares, trained with a frame masking.
+
+    ``masking``: 'none' (unconditional; Video Diffusion Models), 'random' (RaMViD's random clean
+    frames, at most 4, unconditional rate 0.25), 'mcvd' (the first 2 and last 2 frames each
+    given with p = 0.5, MCVD), 'prediction' (the first 2 frames always given: the specialist).
+    Every masking gets the same network, data stream and budget; L_simple on the unknown frames
+    (`diffnotes.video.masked_eps_loss`), linear schedule, T = 1000, fresh sprites every batch.
+    Returns (EMA model in eval mode, schedule, dict(frames=, size=)); call it as
+    ``model(x_t, t, mask, x_cond)`` (mask None: unconditional).
+    """
+    from functools import partial
+
+    from diffnotes.data.video import sprites
+    from diffnotes.models.video_unet import VideoUNet, VideoUNetConfig
+    from diffnotes.video import masked_eps_loss, past_future_mask, random_frame_mask
+
+    if masking not in VIDEO_MASKINGS:
+        raise ValueError(f"masking must be one of {VIDEO_MASKINGS}, got {masking!r}")
+    seed = _seed(profile, seed)
+    sched = get_schedule("linear", 1000)
+    frames, size = 8, profile.pick(ci=8, book=8, gpu=16)
+    small = dict(frames=frames, image_size=size, num_res_blocks=1, attention_resolutions=())
+    cfg = profile.pick(
+        ci=VideoUNetConfig(**small, base_channels=8, channel_mults=(1, 2), num_groups=4),
+        book=VideoUNetConfig(**small, base_channels=16, channel_mults=(1, 2), num_groups=8),
+        gpu=VideoUNetConfig(
+            frames=frames, image_size=size, base_channels=64, channel_mults=(1, 2, 2)
+        ),
+    )
+    hp = profile.pick(
+        ci=dict(steps=60, batch_size=8, lr=3e-3),  # a smoke test: blobs, not squares
+        book=dict(steps=500, batch_size=16, lr=2e-3),
+        gpu=dict(steps=20000, batch_size=64, lr=2e-4),
+    )
+    mask_fn = {
+        "none": lambda b, f, g: torch.zeros(b, f),
+        "random": partial(random_frame_mask, max_known=4, p_uncond=0.25),
+        "mcvd": partial(past_future_mask, past=2, future=2, p_past=0.5, p_future=0.5),
+        "prediction": partial(past_future_mask, past=2, future=0, p_past=0.0),
+    }[masking]
+
+    # a fresh draw of sprites every step: the model sees the process, not a finite set
+    def data(n: int, g: torch.Generator) -> torch.Tensor:
+        draw = int(torch.randint(2**31 - 1, (1,), generator=g))
+        return sprites(n, frames, size, seed=draw).videos.to(profile.device)
+
+    model = fit_cached(
+        f"recipes/sprites_video_{masking}",
+        dict(data=f"sprites{size}x{frames}/square", masking=masking, T=1000, cfg=asdict(cfg)),
+        lambda: VideoUNet(cfg),
+        masked_eps_loss(sched, mask_fn),
+        data,
+        profile=profile,
+        seed=seed,
+        **hp,
+    )
+    model.requires_grad_(False)
+    return model, sched, dict(frames=frames, size=size)

@@ -1,0 +1,107 @@
+"""Video metrics: where the sprite is (against its known trajectory) and whether a continuation
+is coherent with the given frames (against the exact conditional of a video mixture).
+
+Frame masks are (B, F) with 1 = known frame, as in `diffnotes.video`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from diffnotes.analytic import GaussianMixture
+from diffnotes.metrics.images import sprite_positions
+
+__all__ = [
+    "position_errors",
+    "continuation_error",
+    "continuation_modes",
+    "mode_tv",
+    "incoherent_fraction",
+    "off_mode_distance",
+]
+
+
+def position_errors(videos: Tensor, positions: Tensor, *, background: float = 0.0) -> Tensor:
+    """Distance in pixels (N, F) of each frame's sprite centre from the true trajectory."""
+    est = sprite_positions(videos, background=background)
+    positions = torch.as_tensor(positions, dtype=torch.float32).cpu()
+    if positions.shape != est.shape:
+        raise ValueError(
+            f"positions must have shape (N, F, 2) = {tuple(est.shape)}, "
+            f"got {tuple(positions.shape)}"
+        )
+    return (est - positions).norm(dim=-1)
+
+
+def continuation_error(
+    videos: Tensor, positions: Tensor, mask: Tensor, *, background: float = 0.0
+) -> float:
+    """Mean position error over the generated (mask 0) frames: the continuation's error."""
+    err = position_errors(videos, positions, background=background)
+    mask = torch.as_tensor(mask, dtype=torch.float32).cpu()
+    if mask.ndim != 2 or mask.shape[1] != err.shape[1] or mask.shape[0] not in (1, err.shape[0]):
+        raise ValueError(
+            f"mask must have shape (N, F) or (1, F) with F = {err.shape[1]}, "
+            f"got {tuple(mask.shape)}"
+        )
+    unknown = (1.0 - mask).expand_as(err)
+    if unknown.sum() == 0:
+        raise ValueError("mask marks every frame known: there is no continuation to score")
+    return float((err * unknown).sum() / unknown.sum())
+
+
+def continuation_modes(samples: Tensor, cond: GaussianMixture, known: Tensor) -> Tensor:
+    """The component (N,) of the conditional mixture whose mean is nearest each sample's x_b.
+
+    ``cond`` is `GaussianMixture.conditional(known, x_obs)`: the same components with the
+    weights p(k | x_a); ``known`` is the flat (D,) bool mask it was built with.
+    """
+    known = torch.as_tensor(known, dtype=torch.bool).cpu()
+    flat = samples.detach().reshape(samples.shape[0], -1).double().cpu()
+    if known.shape != (flat.shape[1],):
+        raise ValueError(f"known must be a bool mask of shape ({flat.shape[1]},)")
+    xb = flat[:, ~known]
+    if xb.shape[1] != cond.dim:
+        raise ValueError(f"cond has {cond.dim} unknown coordinates, the samples {xb.shape[1]}")
+    return torch.cdist(xb, cond.means).argmin(1)
+
+
+def mode_tv(modes: Tensor, weights: Tensor) -> float:
+    """Total variation 0.5 sum_k |freq_k - w_k| between the sampled modes and the exact weights."""
+    weights = torch.as_tensor(weights, dtype=torch.float64).cpu()
+    modes = torch.as_tensor(modes).long().cpu()
+    if modes.ndim != 1 or modes.numel() == 0 or (modes < 0).any() or (modes >= len(weights)).any():
+        raise ValueError(f"modes must be a non-empty (N,) tensor of indices < {len(weights)}")
+    freq = torch.bincount(modes, minlength=len(weights)).double() / modes.numel()
+    return float(0.5 * (freq - weights).abs().sum())
+
+
+def incoherent_fraction(modes: Tensor, weights: Tensor, floor: float = 1e-3) -> float:
+    """Share of continuations in a mode the given frames rule out (exact weight below ``floor``)."""
+    if not 0.0 < floor < 1.0:
+        raise ValueError(f"floor must be in (0, 1), got {floor!r}")
+    weights = torch.as_tensor(weights, dtype=torch.float64).cpu()
+    modes = torch.as_tensor(modes).long().cpu()
+    return float((weights[modes] < floor).double().mean())
+
+
+def off_mode_distance(
+    samples: Tensor, cond: GaussianMixture, known: Tensor, floor: float = 1e-3
+) -> float:
+    """RMS distance per coordinate of each x_b from the nearest mean the given frames allow.
+
+    Allowed: the components of ``cond`` (from `GaussianMixture.conditional`) with weight at
+    least ``floor``. A continuation in a ruled-out mode, or one that wanders between modes, is
+    far; an exact sample is about one component standard deviation away.
+    """
+    if not 0.0 < floor < 1.0:
+        raise ValueError(f"floor must be in (0, 1), got {floor!r}")
+    known = torch.as_tensor(known, dtype=torch.bool).cpu()
+    flat = samples.detach().reshape(samples.shape[0], -1).double().cpu()
+    if known.shape != (flat.shape[1],):
+        raise ValueError(f"known must be a bool mask of shape ({flat.shape[1]},)")
+    xb = flat[:, ~known]
+    allowed = cond.means[cond.weights >= floor]
+    d = torch.cdist(xb, allowed).min(1).values / xb.shape[1] ** 0.5
+    return float(d.pow(2).mean().sqrt())
