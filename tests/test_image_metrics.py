@@ -9,6 +9,7 @@ from torch.testing import assert_close
 from diffnotes.data import digits, shapes, sprites
 from diffnotes.metrics import digits as md
 from diffnotes.metrics import images as mi
+from diffnotes.metrics import video as mv
 from diffnotes.sde import VPSDE
 
 
@@ -68,13 +69,13 @@ def test_shapes_adherence_of_real_data_is_one(size):
 
 def test_sprite_metrics():
     data = sprites(20, frames=8, size=16, seed=0)
-    assert mi.sprite_position_error(data.videos, data.positions) < 1e-4
+    assert mv.sprite_position_error(data.videos, data.positions) < 1e-4
     shifted = torch.roll(data.videos, 1, dims=-1)
-    assert mi.sprite_position_error(shifted, data.positions) == pytest.approx(1.0, abs=0.25)
-    assert mi.frame_consistency(data.videos) < 1e-6
+    assert mv.sprite_position_error(shifted, data.positions) == pytest.approx(1.0, abs=0.25)
+    assert mv.frame_consistency(data.videos) < 1e-6
     flicker = data.videos.clone()
     flicker[:, :, ::2] = -1.0  # every other frame blank
-    assert mi.frame_consistency(flicker) > 0.5
+    assert mv.frame_consistency(flicker) > 0.5
 
 
 def test_nll_bits_per_dim_of_exact_gaussian_model():
@@ -102,6 +103,6 @@ def test_bad_input():
     with pytest.raises(ValueError, match="captions must read"):
         mi.parse_caption("a purple hexagon on a blue background")
     with pytest.raises(ValueError, match="positions"):
-        mi.sprite_position_error(torch.zeros(2, 1, 4, 16, 16), torch.zeros(2, 3, 2))
+        mv.sprite_position_error(torch.zeros(2, 1, 4, 16, 16), torch.zeros(2, 3, 2))
     with pytest.raises(ValueError, match="videos"):
-        mi.frame_consistency(torch.zeros(2, 4, 16, 16))
+        mv.frame_consistency(torch.zeros(2, 4, 16, 16))

@@ -1,6 +1,6 @@
-"""Sample metrics (2-D sets against exact samples) and image metrics (digits, shapes, sprites)."""
+"""Sample metrics (2-D sets against exact samples) and image metrics (digits, shapes, video)."""
 
-from diffnotes.metrics import digits, images, samples
+from diffnotes.metrics import digits, images, samples, video
 from diffnotes.metrics.digits import (
     class_accuracy,
     class_entropy,
@@ -9,18 +9,15 @@ from diffnotes.metrics.digits import (
     fd_digits_floor,
     frechet_distance,
 )
-from diffnotes.metrics.images import (
-    frame_consistency,
-    nll_bits_per_dim,
-    shapes_adherence,
-    sprite_position_error,
-)
+from diffnotes.metrics.images import nll_bits_per_dim, shapes_adherence
 from diffnotes.metrics.samples import energy_distance, mode_stats, noise_floor, sliced_wasserstein
+from diffnotes.metrics.video import frame_consistency, sprite_position_error
 
 __all__ = [
     "digits",
     "images",
     "samples",
+    "video",
     "class_accuracy",
     "class_entropy",
     "digits_classifier",

@@ -10,9 +10,11 @@ import torch
 from torch import Tensor
 
 from diffnotes.analytic import GaussianMixture
-from diffnotes.metrics.images import sprite_positions
 
 __all__ = [
+    "sprite_positions",
+    "sprite_position_error",
+    "frame_consistency",
     "position_errors",
     "continuation_error",
     "continuation_modes",
@@ -20,6 +22,46 @@ __all__ = [
     "incoherent_fraction",
     "off_mode_distance",
 ]
+
+
+def _videos(videos: Tensor) -> Tensor:
+    if not isinstance(videos, Tensor) or videos.ndim != 5 or videos.shape[1] != 1:
+        shape = tuple(videos.shape) if isinstance(videos, Tensor) else type(videos).__name__
+        raise ValueError(f"videos must be (N, 1, F, s, s) in [-1, 1], got {shape}")
+    return videos.detach().double().cpu()
+
+
+def sprite_positions(videos: Tensor, *, background: float = 0.0) -> Tensor:
+    """Centre of mass (N, F, 2) as (x, y) pixels of each frame, as `data.sprites` defines them.
+
+    ``background`` (in [0, 1) of the [0, 1] intensity) is subtracted first, so a faint haze over
+    a generated frame does not pull the centre towards the middle; 0 is exact on real data.
+    """
+    if not 0.0 <= background < 1.0:
+        raise ValueError(f"background must be in [0, 1), got {background!r}")
+    v = _videos(videos)[:, 0]  # (N, F, H, W)
+    w = (((v + 1) / 2).clamp(0, 1) - background).clamp(min=0)
+    H, W = w.shape[-2:]
+    mass = w.sum((-2, -1)).clamp(min=1e-9)
+    x = (w.sum(-2) * torch.arange(W, dtype=w.dtype)).sum(-1) / mass
+    y = (w.sum(-1) * torch.arange(H, dtype=w.dtype)).sum(-1) / mass
+    return torch.stack([x, y], -1).float()
+
+
+def sprite_position_error(videos: Tensor, positions: Tensor, *, background: float = 0.0) -> float:
+    """Mean distance in pixels between each frame's sprite centre and the true trajectory."""
+    return float(position_errors(videos, positions, background=background).mean())
+
+
+def frame_consistency(videos: Tensor) -> float:
+    """Mean relative change of the sprite's mass between consecutive frames (0 for real sprites)."""
+    v = _videos(videos)[:, 0]
+    if v.shape[1] < 2:
+        raise ValueError("videos need at least 2 frames")
+    mass = ((v + 1) / 2).clamp(0, 1).sum((-2, -1))  # (N, F)
+    return float(
+        ((mass[:, 1:] - mass[:, :-1]).abs() / mass.mean(1, keepdim=True).clamp(min=1e-9)).mean()
+    )
 
 
 def position_errors(videos: Tensor, positions: Tensor, *, background: float = 0.0) -> Tensor:
