@@ -32,6 +32,7 @@ from diffnotes.util import check_number
 
 SCHEDULES = ("linear", "cosine", "scaled_linear")
 WEIGHTINGS = ("simple", "vlb")
+DIGIT_SIZES = (8, 16, 32)
 
 
 def digits_unet_config(profile: Profile, size: int = 16) -> UNetConfig:
@@ -60,6 +61,23 @@ def digits_unet_config(profile: Profile, size: int = 16) -> UNetConfig:
             dropout=0.1,
         ),
     )
+
+
+def _check_size(size: int) -> None:
+    if size not in DIGIT_SIZES:
+        raise ValueError(f"size must be one of {DIGIT_SIZES}, got {size!r}")
+
+
+def _labelled_digits(
+    profile: Profile, size: int
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """A loader of all 1,797 digits and their labels on the profile's device (for fit_cached)."""
+
+    def load() -> tuple[torch.Tensor, torch.Tensor]:
+        x0, y = digits(size, "all")
+        return x0.to(profile.device), y.to(profile.device)
+
+    return load
 
 
 def _seed(profile: Profile, seed: int | None) -> int:
@@ -128,8 +146,7 @@ def digits_ddpm(
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if size not in (8, 16, 32):
-        raise ValueError(f"size must be one of (8, 16, 32), got {size!r}")
+    _check_size(size)
     seed = _seed(profile, seed)
     sched = get_schedule(schedule, 1000)
     cfg = digits_unet_config(profile, size)
@@ -224,8 +241,7 @@ def digits_guidance_classifier(
     """
     if not isinstance(noisy, bool):
         raise ValueError(f"noisy must be a bool, got {noisy!r}")
-    if size not in (8, 16, 32):
-        raise ValueError(f"size must be one of (8, 16, 32), got {size!r}")
+    _check_size(size)
     seed = _seed(profile, seed)
     sched = get_schedule("linear", 1000)
     cfg = digits_classifier_config(profile, size)
@@ -245,16 +261,12 @@ def digits_guidance_classifier(
             t, x_in = torch.zeros(x0.shape[0], dtype=torch.long), x0
         return nn.functional.cross_entropy(model(x_in, t.to(x0.device)), y)
 
-    def data() -> tuple[torch.Tensor, torch.Tensor]:
-        x0, y = digits(size, "all")
-        return x0.to(profile.device), y.to(profile.device)
-
     model = fit_cached(
         f"recipes/digits_guidance_classifier_{'noisy' if noisy else 'clean'}_{size}",
         dict(data=f"digits{size}/all", noisy=noisy, T=1000, classifier=asdict(cfg)),
         lambda: NoisyClassifier(cfg),
         loss_fn,
-        data,
+        _labelled_digits(profile, size),
         profile=profile,
         seed=seed,
         **hp,
@@ -277,8 +289,7 @@ def digits_cfg(
     p_uncond = check_number(p_uncond, "p_uncond", minimum=0.0)
     if not 0.0 < p_uncond < 1.0:
         raise ValueError(f"p_uncond must be in (0, 1) to learn both branches, got {p_uncond!r}")
-    if size not in (8, 16, 32):
-        raise ValueError(f"size must be one of (8, 16, 32), got {size!r}")
+    _check_size(size)
     seed = _seed(profile, seed)
     sched = get_schedule("linear", 1000)
     cfg = replace(digits_unet_config(profile, size), num_classes=10)
@@ -288,16 +299,12 @@ def digits_cfg(
         gpu=dict(steps=30000, batch_size=128, lr=2e-4),
     )
 
-    def data() -> tuple[torch.Tensor, torch.Tensor]:
-        x0, y = digits(size, "all")
-        return x0.to(profile.device), y.to(profile.device)
-
     model = fit_cached(
         f"recipes/digits_cfg_{size}",
         dict(data=f"digits{size}/all", p_uncond=p_uncond, T=1000, unet=asdict(cfg)),
         lambda: UNet(cfg),
         eps_loss(sched, "simple", p_uncond=p_uncond),
-        data,
+        _labelled_digits(profile, size),
         profile=profile,
         seed=seed,
         **hp,
