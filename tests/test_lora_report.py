@@ -8,6 +8,7 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from test_lora import flags  # the trainer flags of the LoRA tests
 
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
@@ -30,18 +31,7 @@ def test_trackers_for_wandb_absent_and_present() -> None:
 
 
 def run(tiny: Path, shapes_dir: Path, out: Path) -> None:
-    train_lora(
-        pretrained_model_name_or_path=str(tiny),
-        train_data_dir=str(shapes_dir),
-        output_dir=str(out),
-        resolution=64,
-        train_batch_size=2,
-        max_train_steps=2,
-        seed=0,
-        lr_warmup_steps=0,
-        learning_rate=1e-3,
-        report_to="wandb",
-    )
+    train_lora(**flags(tiny, shapes_dir, out, max_train_steps=2, report_to="wandb"))
 
 
 @pytest.mark.skipif(HAS_WANDB, reason="wandb is installed: the other test covers it")
