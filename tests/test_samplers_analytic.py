@@ -7,13 +7,13 @@ from torch.testing import assert_close
 from diffnotes.analytic import GaussianMixture
 from diffnotes.guidance import classifier_free, classifier_guidance
 from diffnotes.inpaint import repaint, replace_inpaint
+from diffnotes.likelihood import log_likelihood
 from diffnotes.metrics.samples import noise_floor, sliced_wasserstein
 from diffnotes.samplers import annealed_langevin, ddim, ddpm, euler
 from diffnotes.schedules import linear_schedule, sigma_ladder, spaced_steps
 from diffnotes.sde import (
     VPSDE,
     SubVPSDE,
-    log_likelihood,
     predictor_corrector,
     probability_flow,
     reverse_sde,

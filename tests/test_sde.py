@@ -7,12 +7,11 @@ import torch
 from torch.testing import assert_close
 
 from diffnotes.analytic import GaussianMixture
+from diffnotes.likelihood import bits_per_dim, log_likelihood
 from diffnotes.sde import (
     VESDE,
     VPSDE,
     SubVPSDE,
-    bits_per_dim,
-    log_likelihood,
     predictor_corrector,
     probability_flow,
     reverse_sde,

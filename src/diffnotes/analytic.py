@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffnotes.schedules import NoiseSchedule
+from diffnotes.schedules import NoiseSchedule, Time
+from diffnotes.util import check_int
 
 __all__ = ["GaussianMixture", "ring_mixture", "ncsn_toy"]
 
@@ -70,7 +71,7 @@ class GaussianMixture:
             raise ValueError(f"x must have {self.dim} features per sample, got {tuple(x.shape)}")
         return x.reshape(x.shape[0], -1).to(_F64)
 
-    def _coeffs(self, schedule: NoiseSchedule, t: Any, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _coeffs(self, schedule: NoiseSchedule, t: Time, x: Tensor) -> tuple[Tensor, Tensor]:
         """alpha_bar(t), sigma(t) as float64 (B|1, 1)."""
         ab = torch.as_tensor(schedule.alpha_bar(t), dtype=_F64).reshape(-1, 1).to(x.device)
         sig = torch.as_tensor(schedule.sigma(t), dtype=_F64).reshape(-1, 1).to(x.device)
@@ -129,8 +130,7 @@ class GaussianMixture:
         dtype: torch.dtype = torch.float32,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Exact samples (n, D): a component by its weight, then its Gaussian."""
-        if not (isinstance(n, int) and n >= 1):
-            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        check_int(n, "n", 1)
         labels = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=_F64)
         x = (self.means[labels] + self.variances[labels].sqrt() * z).to(dtype)
@@ -143,7 +143,7 @@ class GaussianMixture:
         return torch.logsumexp(self._terms(xf, one, zero)[0], -1).to(x.dtype)
 
     # -- noisy distribution under a schedule -------------------------------------------------
-    def noisy(self, schedule: NoiseSchedule, t: Any) -> GaussianMixture:
+    def noisy(self, schedule: NoiseSchedule, t: Time) -> GaussianMixture:
         """x_t's mixture at one t: means sqrt(alpha_bar) mu_k, covs alpha_bar Sigma_k + sigma^2."""
         ab = torch.as_tensor(schedule.alpha_bar(t), dtype=_F64)
         sig = torch.as_tensor(schedule.sigma(t), dtype=_F64)
@@ -152,27 +152,27 @@ class GaussianMixture:
         ab, sig = float(ab), float(sig)
         return GaussianMixture(self.weights, math.sqrt(ab) * self.means, ab * self.covs + sig**2)
 
-    def log_prob_t(self, x: Tensor, t: Any, schedule: NoiseSchedule) -> Tensor:
+    def log_prob_t(self, x: Tensor, t: Time, schedule: NoiseSchedule) -> Tensor:
         """log p_t(x_t) (B,)."""
         xf = self._flat(x)
         return torch.logsumexp(self._terms(xf, *self._coeffs(schedule, t, x))[0], -1).to(x.dtype)
 
-    def class_posterior(self, x: Tensor, t: Any, schedule: NoiseSchedule) -> Tensor:
+    def class_posterior(self, x: Tensor, t: Time, schedule: NoiseSchedule) -> Tensor:
         """p(y = k | x_t) (B, K): Bayes' rule over the noisy components."""
         xf = self._flat(x)
         return torch.softmax(self._terms(xf, *self._coeffs(schedule, t, x))[0], -1).to(x.dtype)
 
-    def score(self, x: Tensor, t: Any, schedule: NoiseSchedule) -> Tensor:
+    def score(self, x: Tensor, t: Time, schedule: NoiseSchedule) -> Tensor:
         """grad_x log p_t(x) = sum_k p(k | x_t) (m_k - x) / v_k."""
         s = self._score(self._flat(x), *self._coeffs(schedule, t, x))
         return s.reshape(x.shape).to(x.dtype)
 
-    def eps(self, x: Tensor, t: Any, schedule: NoiseSchedule) -> Tensor:
+    def eps(self, x: Tensor, t: Time, schedule: NoiseSchedule) -> Tensor:
         """The optimal eps-predictor E[eps | x_t] = -sigma(t) score (Tweedie; Ho et al. eq. 11)."""
         ab, sig = self._coeffs(schedule, t, x)
         return (-sig * self._score(self._flat(x), ab, sig)).reshape(x.shape).to(x.dtype)
 
-    def x0_mean(self, x: Tensor, t: Any, schedule: NoiseSchedule) -> Tensor:
+    def x0_mean(self, x: Tensor, t: Time, schedule: NoiseSchedule) -> Tensor:
         """E[x0 | x_t] = sum_k p(k | x_t) (mu_k + sqrt(alpha_bar) Sigma_k / v_k (x - m_k))."""
         xf = self._flat(x)
         ab, sig = self._coeffs(schedule, t, x)
@@ -184,7 +184,7 @@ class GaussianMixture:
         )
         return x0.reshape(x.shape).to(x.dtype)
 
-    def _component_scores(self, x: Tensor, t: Any, schedule: NoiseSchedule, y: Any):
+    def _component_scores(self, x: Tensor, t: Time, schedule: NoiseSchedule, y: Any):
         """score of component y, (m_y - x) / v_y, with sigma and the (B, K) log joint."""
         xf = self._flat(x)
         ab, sig = self._coeffs(schedule, t, x)
@@ -264,8 +264,7 @@ def ring_mixture(
     weights: Sequence[float] | Tensor | None = None,
 ) -> GaussianMixture:
     """n_modes isotropic Gaussians evenly spaced on a circle (the classic 2-D toy)."""
-    if not (isinstance(n_modes, int) and n_modes >= 1):
-        raise ValueError(f"n_modes must be an int >= 1, got {n_modes!r}")
+    check_int(n_modes, "n_modes", 1)
     if not (radius >= 0 and std > 0):
         raise ValueError(f"need radius >= 0 and std > 0, got radius={radius}, std={std}")
     angle = 2 * math.pi * torch.arange(n_modes, dtype=_F64) / n_modes

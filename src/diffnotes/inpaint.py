@@ -12,7 +12,7 @@ from diffnotes.forward import VARIANCES, noise_like
 from diffnotes.param import EpsModel
 from diffnotes.samplers import p_sample
 from diffnotes.schedules import DiscreteSchedule
-from diffnotes.util import check_batch, check_choice, check_int, progress_bar
+from diffnotes.util import check_batch, check_choice, check_int, run_chain
 
 __all__ = ["jump_schedule", "repaint", "replace_inpaint"]
 
@@ -89,27 +89,23 @@ def repaint(
     def ab(k: int) -> float:
         return 1.0 if k < 0 else float(schedule.alphas_cumprod[levels[k]])
 
-    x = x_T
-    with torch.no_grad():
-        pairs = list(zip(times[:-1], times[1:]))
-        for i, (k, k_next) in enumerate(progress_bar(pairs, "repaint", progress)):
-            if k_next < k:
-                t_prev = levels[k_next] if k_next >= 0 else -1
-                kw = dict(variance=variance, generator=generator, check_output=i == 0)
-                unknown, _ = p_sample(model, schedule, x, levels[k], t_prev, **kw)
-                # x_known_{t-1} ~ N(sqrt(ab_{t-1}) x0, (1 - ab_{t-1}) I)   (Alg. 1, line 5)
-                known = x_known
-                if k_next >= 0:
-                    noise = noise_like(x_T, generator)
-                    known = math.sqrt(ab(k_next)) * x_known + math.sqrt(1 - ab(k_next)) * noise
-                x = mask * known + (1 - mask) * unknown
-            else:
-                beta = 1.0 - ab(k_next) / ab(k)
-                # x_t ~ N(sqrt(1 - beta_t) x_{t-1}, beta_t I)   (Alg. 1, line 10)
-                x = math.sqrt(1.0 - beta) * x + math.sqrt(beta) * noise_like(x_T, generator)
-    if not torch.isfinite(x).all():
-        raise ValueError("repaint produced NaN or inf: check the model's outputs")
-    return x
+    def step(i: int, pair: tuple[int, int], x: Tensor) -> tuple[Tensor, None]:
+        k, k_next = pair
+        if k_next > k:
+            beta = 1.0 - ab(k_next) / ab(k)
+            # x_t ~ N(sqrt(1 - beta_t) x_{t-1}, beta_t I)   (Alg. 1, line 10)
+            return math.sqrt(1.0 - beta) * x + math.sqrt(beta) * noise_like(x_T, generator), None
+        t_prev = levels[k_next] if k_next >= 0 else -1
+        kw = dict(variance=variance, generator=generator, check_output=i == 0)
+        unknown, _ = p_sample(model, schedule, x, levels[k], t_prev, **kw)
+        # x_known_{t-1} ~ N(sqrt(ab_{t-1}) x0, (1 - ab_{t-1}) I)   (Alg. 1, line 5)
+        known = x_known
+        if k_next >= 0:
+            noise = noise_like(x_T, generator)
+            known = math.sqrt(ab(k_next)) * x_known + math.sqrt(1 - ab(k_next)) * noise
+        return mask * known + (1 - mask) * unknown, None
+
+    return run_chain("repaint", list(zip(times[:-1], times[1:])), x_T, step, progress=progress)
 
 
 def replace_inpaint(

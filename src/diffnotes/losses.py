@@ -31,6 +31,7 @@ from diffnotes.sde import SDE
 from diffnotes.util import (
     call_model,
     check_choice,
+    check_in,
     check_model_output,
     check_number,
     mean_flat,
@@ -52,11 +53,6 @@ def _drop_labels(y: Tensor | None, p: float, null: int, g: torch.Generator) -> T
         return y
     drop = torch.rand(y.shape, generator=g, device=g.device).to(y.device) < p
     return torch.where(drop, torch.full_like(y, null), y)
-
-
-def _check_p(p_uncond: float) -> None:
-    if not check_number(p_uncond, "p_uncond", minimum=0.0) < 1.0:
-        raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond!r}")
 
 
 def _noise_and_predict(
@@ -100,7 +96,7 @@ def eps_loss(
     """
     check_schedule(schedule)
     check_choice(weighting, "weighting", WEIGHTINGS)
-    _check_p(p_uncond)
+    check_in(p_uncond, "p_uncond", 0, 1, "[)")
     weights = schedule.betas / (2 * (1 - schedule.betas) * (1 - schedule.alphas_cumprod))
     weights = weights / weights.mean()
 
@@ -132,7 +128,7 @@ def hybrid_loss(
     on the mean so it trains only the variance (Sec. 3.1); iDDPM's T/1000 factor is lambda * T.
     """
     check_schedule(schedule)
-    _check_p(p_uncond)
+    check_in(p_uncond, "p_uncond", 0, 1, "[)")
     check_number(lambda_vlb, "lambda_vlb", minimum=0.0)
     T = schedule.T
 
@@ -160,7 +156,7 @@ def dsm_loss(sigmas: Tensor, *, p_uncond: float = 0.0, null_label: int = -1) -> 
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
     if sigmas.numel() < 1 or not bool((sigmas > 0).all()) or not bool(sigmas.isfinite().all()):
         raise ValueError("sigmas must be a non-empty sequence of positive finite noise levels")
-    _check_p(p_uncond)
+    check_in(p_uncond, "p_uncond", 0, 1, "[)")
 
     def loss_fn(model: Callable, batch: Tensor | tuple, generator: torch.Generator) -> Tensor:
         x0, y = split_batch(batch)
@@ -185,10 +181,8 @@ def sde_loss(
     """
     if not isinstance(sde, SDE):
         raise ValueError(f"sde must be a VPSDE, SubVPSDE or VESDE, got {type(sde).__name__}")
-    t_min = float(getattr(sde, "eps", 1e-3) if t_min is None else t_min)
-    if not 0.0 <= t_min < 1.0:
-        raise ValueError(f"t_min must be in [0, 1), got {t_min!r}")
-    _check_p(p_uncond)
+    t_min = check_in(sde.eps if t_min is None else t_min, "t_min", 0, 1, "[)")
+    check_in(p_uncond, "p_uncond", 0, 1, "[)")
 
     def loss_fn(model: Callable, batch: Tensor | tuple, generator: torch.Generator) -> Tensor:
         x0, y = split_batch(batch)

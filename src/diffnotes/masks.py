@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from diffnotes.util import check_in, check_int
+
 __all__ = [
     "FAMILIES",
     "make_mask",
@@ -28,8 +30,7 @@ SIDES = ("left", "right", "top", "bottom")
 
 
 def _check(n: int, size: int) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    check_int(n, "n", 1)
     if not isinstance(size, int) or isinstance(size, bool) or size < 4 or size % 2:
         raise ValueError(f"size must be an even int >= 4, got {size!r}")
 
@@ -54,8 +55,7 @@ def half(n: int, size: int, side: str = "right") -> Tensor:
 def expand(n: int, size: int, keep: float = 0.5) -> Tensor:
     """Only a centred square of side ``keep * size`` is known: the model extends the image."""
     _check(n, size)
-    if not 0.0 < keep < 1.0:
-        raise ValueError(f"keep must be in (0, 1), got {keep!r}")
+    check_in(keep, "keep", 0, 1, "()")
     side = max(1, round(keep * size))
     lo = (size - side) // 2
     m = torch.zeros(n, 1, size, size)
@@ -91,10 +91,8 @@ def strokes(
 ) -> Tensor:
     """Random straight brush strokes of ``width`` pixels are missing (the rest is known)."""
     _check(n, size)
-    if not isinstance(width, int) or not 1 <= width <= size // 2:
-        raise ValueError(f"width must be an int in 1..{size // 2}, got {width!r}")
-    if not isinstance(num_strokes, int) or num_strokes < 1:
-        raise ValueError(f"num_strokes must be an int >= 1, got {num_strokes!r}")
+    check_int(width, "width", 1, size // 2)
+    check_int(num_strokes, "num_strokes", 1)
     ends = torch.rand(n, num_strokes, 2, 2, generator=generator) * (size - 1)  # (N, k, 2 ends, xy)
     a, b = ends[:, :, 0, None, None, :], ends[:, :, 1, None, None, :]  # (N, k, 1, 1, 2)
     ys, xs = torch.meshgrid(torch.arange(float(size)), torch.arange(float(size)), indexing="ij")

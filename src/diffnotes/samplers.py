@@ -23,11 +23,11 @@ from diffnotes.schedules import DiscreteSchedule
 from diffnotes.util import (
     check_batch,
     check_choice,
-    check_finite_result,
     check_int,
     check_model_output,
     check_number,
-    progress_bar,
+    check_sigmas,
+    run_chain,
 )
 
 __all__ = [
@@ -44,11 +44,9 @@ __all__ = [
 Steps = Sequence[int] | Tensor | None
 
 
-def _call(
-    model: Callable, x: Tensor, t_arg: Tensor, channels: int = 1, first: bool = False
-) -> Tensor:
-    what = "eps" if channels == 1 else "eps and v"
-    return check_model_output(model(x, t_arg), x, what, channels=channels, first=first)
+def _call(model: Callable, x: Tensor, *args, what: str = "eps", first: bool = False) -> Tensor:
+    channels = 2 if what == "eps and v" else 1
+    return check_model_output(model(x, *args), x, what, channels=channels, first=first)
 
 
 def _model_t(schedule: DiscreteSchedule, t: int, x: Tensor) -> Tensor:
@@ -62,17 +60,6 @@ def _ab(schedule: DiscreteSchedule, t: int) -> float:
 def _pairs(steps: list[int]) -> list[tuple[int, int]]:
     """(t, t_prev) for each step of a decreasing list; the last step goes to t = -1 (clean)."""
     return list(zip(steps, steps[1:] + [-1]))
-
-
-def _record(traj: dict | None, x: Tensor, x0: Tensor | None = None) -> None:
-    if traj is not None:
-        traj["x_t"].append(x)
-        if x0 is not None:
-            traj["x0_pred"].append(x0)
-
-
-def _finish(x: Tensor, traj: dict | None) -> Tensor | tuple[Tensor, dict]:
-    return x if traj is None else (x, traj)
 
 
 def p_sample(
@@ -96,7 +83,8 @@ def p_sample(
     """
     check_choice(variance, "variance", VARIANCES)
     ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
-    out = _call(model, x, _model_t(schedule, t, x), 2 if variance == "learned" else 1, check_output)
+    what = "eps and v" if variance == "learned" else "eps"
+    out = _call(model, x, _model_t(schedule, t, x), what=what, first=check_output)
     eps, v = out.chunk(2, dim=1) if variance == "learned" else (out, None)
     if check_output and v is not None and bool(v.detach().abs().max() > 1.0 + 1e-3):
         # outside [-1, 1] the interpolation extrapolates the log-variance beyond beta and
@@ -135,16 +123,15 @@ def ddpm(
     With trajectory=True returns (x0, dict(x_t=[x_T, ..., x0], x0_pred=[one per step])).
     """
     check_choice(variance, "variance", VARIANCES)
-    steps = schedule.check_steps(ts)
-    check_batch(x_T, "x_T")
-    traj = dict(x_t=[x_T], x0_pred=[]) if trajectory else None
-    x = x_T
-    with torch.no_grad():
-        for i, (t, t_prev) in enumerate(progress_bar(_pairs(steps), "ddpm", progress)):
-            kw = dict(variance=variance, clip_x0=clip_x0, generator=generator, check_output=i == 0)
-            x, x0 = p_sample(model, schedule, x, t, t_prev, **kw)
-            _record(traj, x, x0)
-    return _finish(check_finite_result(x, "ddpm"), traj)
+    pairs = _pairs(schedule.check_steps(ts))
+    kw = dict(variance=variance, clip_x0=clip_x0, generator=generator)
+
+    def step(i: int, pair: tuple[int, int], x: Tensor) -> tuple[Tensor, Tensor]:
+        return p_sample(model, schedule, x, *pair, check_output=i == 0, **kw)
+
+    return run_chain(
+        "ddpm", pairs, check_batch(x_T, "x_T"), step, trajectory=trajectory, progress=progress
+    )
 
 
 def ddim(
@@ -171,26 +158,25 @@ def ddim(
         raise ValueError(
             f"eta must lie in [0, 1] (eta > 1 makes sigma_t^2 > 1 - alpha_bar_prev), got {eta!r}"
         )
-    steps = schedule.check_steps(ts)
-    check_batch(x_T, "x_T")
-    traj = dict(x_t=[x_T], x0_pred=[]) if trajectory else None
-    x = x_T
-    with torch.no_grad():
-        for i, (t, t_prev) in enumerate(progress_bar(_pairs(steps), "ddim", progress)):
-            ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
-            eps = _call(model, x, _model_t(schedule, t, x), first=i == 0)
-            x0 = eps_to_x0(x, eps, ab)
-            if clip_x0:
-                x0 = x0.clamp(-1.0, 1.0)
-                eps = x0_to_eps(x, x0, ab)
-            # sigma_t = eta sqrt((1 - ab_prev) / (1 - ab)) sqrt(1 - ab / ab_prev)   (eq. 16)
-            sigma = eta * math.sqrt((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev))
-            # x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma z   (eq. 12)
-            x = math.sqrt(ab_prev) * x0 + math.sqrt(max(1.0 - ab_prev - sigma**2, 0.0)) * eps
-            if sigma > 0:
-                x = x + sigma * noise_like(x, generator)
-            _record(traj, x, x0)
-    return _finish(check_finite_result(x, "ddim"), traj)
+    pairs = _pairs(schedule.check_steps(ts))
+
+    def step(i: int, pair: tuple[int, int], x: Tensor) -> tuple[Tensor, Tensor]:
+        t, t_prev = pair
+        ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
+        eps = _call(model, x, _model_t(schedule, t, x), first=i == 0)
+        x0 = eps_to_x0(x, eps, ab)
+        if clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
+            eps = x0_to_eps(x, x0, ab)
+        # sigma_t = eta sqrt((1 - ab_prev) / (1 - ab)) sqrt(1 - ab / ab_prev)   (eq. 16)
+        sigma = eta * math.sqrt((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev))
+        # x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma z   (eq. 12)
+        x = math.sqrt(ab_prev) * x0 + math.sqrt(max(1.0 - ab_prev - sigma**2, 0.0)) * eps
+        return (x + sigma * noise_like(x, generator) if sigma > 0 else x), x0
+
+    return run_chain(
+        "ddim", pairs, check_batch(x_T, "x_T"), step, trajectory=trajectory, progress=progress
+    )
 
 
 def ddim_invert(
@@ -212,27 +198,25 @@ def ddim_invert(
     refines each x_t towards the exact inverse of the decoder step, x_t = (x_{t_prev} - c eps(x_t,
     t)) / a, by fixed-point iteration (as in exact-inversion methods), one model call each.
     """
-    steps = schedule.check_steps(ts)
-    check_batch(x0, "x0")
+    upward = _pairs(schedule.check_steps(ts))[::-1]  # (t, t_prev) with t rising, from (t_min, -1)
     check_int(fixed_point_iters, "fixed_point_iters", 0)
-    traj = dict(x_t=[x0], x0_pred=[]) if trajectory else None
-    x = x0
-    with torch.no_grad():
-        upward = _pairs(steps)[::-1]  # (t, t_prev) with t increasing, from (t_min, -1)
-        for i, (t, t_prev) in enumerate(progress_bar(upward, "ddim_invert", progress)):
-            ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
-            t_arg = _model_t(schedule, t, x)
-            eps = _call(model, x, t_arg, first=i == 0)
-            x0_pred = eps_to_x0(x, eps, ab_prev)
-            x_next = math.sqrt(ab) * x0_pred + math.sqrt(1.0 - ab) * eps
-            # decoder step: x_prev = a x_t + c eps(x_t, t), solved for x_t
-            a = math.sqrt(ab_prev / ab)
-            c = math.sqrt(1.0 - ab_prev) - math.sqrt(ab_prev * (1.0 - ab) / ab)
-            for _ in range(fixed_point_iters):
-                x_next = (x - c * _call(model, x_next, t_arg)) / a
-            x = x_next
-            _record(traj, x, x0_pred)
-    return _finish(check_finite_result(x, "ddim_invert"), traj)
+
+    def step(i: int, pair: tuple[int, int], x: Tensor) -> tuple[Tensor, Tensor]:
+        t, t_prev = pair
+        ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
+        t_arg = _model_t(schedule, t, x)
+        eps = _call(model, x, t_arg, first=i == 0)
+        x0_pred = eps_to_x0(x, eps, ab_prev)
+        x_next = math.sqrt(ab) * x0_pred + math.sqrt(1.0 - ab) * eps
+        # decoder step: x_prev = a x_t + c eps(x_t, t), solved for x_t
+        a = math.sqrt(ab_prev / ab)
+        c = math.sqrt(1.0 - ab_prev) - math.sqrt(ab_prev * (1.0 - ab) / ab)
+        for _ in range(fixed_point_iters):
+            x_next = (x - c * _call(model, x_next, t_arg)) / a
+        return x_next, x0_pred
+
+    x0 = check_batch(x0, "x0")
+    return run_chain("ddim_invert", upward, x0, step, trajectory=trajectory, progress=progress)
 
 
 def euler(
@@ -251,25 +235,22 @@ def euler(
     trajectory x_t are mapped back to the VP scale.
     """
     steps = schedule.check_steps(ts)
-    check_batch(x_T, "x_T")
     sig = [math.sqrt((1.0 - _ab(schedule, t)) / _ab(schedule, t)) for t in steps] + [0.0]
-    traj = dict(x_t=[x_T], x0_pred=[]) if trajectory else None
-    x = x_T * math.sqrt(1.0 + sig[0] ** 2)
-    with torch.no_grad():
-        for i, t in enumerate(progress_bar(steps, "euler", progress)):
-            # the model sees the VP-scaled input x / sqrt(1 + sigma^2) = x_t
-            x_t = x / math.sqrt(1.0 + sig[i] ** 2)
-            eps = _call(model, x_t, _model_t(schedule, t, x), first=i == 0)
-            x0 = x - sig[i] * eps
-            # x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i, with d_i = (x_i - x0) / sigma_i = eps
-            x = x + (sig[i + 1] - sig[i]) * eps
-            if traj is not None:
-                _record(traj, x / math.sqrt(1.0 + sig[i + 1] ** 2), x0)
-    return _finish(check_finite_result(x, "euler"), traj)
 
+    def step(i: int, t: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        # the model sees the VP-scaled input x / sqrt(1 + sigma^2) = x_t
+        eps = _call(model, x / math.sqrt(1.0 + sig[i] ** 2), _model_t(schedule, t, x), first=i == 0)
+        # x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i, with d_i = (x_i - x0) / sigma_i = eps
+        return x + (sig[i + 1] - sig[i]) * eps, x - sig[i] * eps
 
-def _call_score(score_fn: Callable, x: Tensor, *args, first: bool = False) -> Tensor:
-    return check_model_output(score_fn(x, *args), x, "score", first=first)
+    def shown(i: int, x: Tensor) -> Tensor:
+        return x / math.sqrt(1.0 + sig[i + 1] ** 2)
+
+    x = check_batch(x_T, "x_T") * math.sqrt(1.0 + sig[0] ** 2)
+    out = run_chain("euler", steps, x, step, trajectory=trajectory, progress=progress, shown=shown)
+    if trajectory:
+        out[1]["x_t"][0] = x_T  # the trajectory starts from the VP-scale noise given
+    return out
 
 
 def annealed_langevin(
@@ -291,29 +272,24 @@ def annealed_langevin(
     final_denoise adds sigma_L^2 s(x, sigma_L) (Tweedie; Jolicoeur-Martineau et al. 2021).
     trajectory holds x at the end of every noise level.
     """
-    sig = torch.as_tensor(sigmas, dtype=torch.float64).flatten().tolist()
-    if not sig or any(not math.isfinite(s) or s <= 0 for s in sig):
-        raise ValueError("sigmas must be a non-empty sequence of positive finite noise levels")
-    if any(b >= a for a, b in zip(sig[:-1], sig[1:])):
-        raise ValueError("sigmas must be strictly decreasing (sigma_1 > ... > sigma_L)")
+    sig = check_sigmas(sigmas, "sigmas", decreasing=True)
     n_steps_each = check_int(n_steps_each, "n_steps_each", 1)
     step_lr = check_number(step_lr, "step_lr", positive=True)
-    check_batch(x_init, "x_init")
-    traj = dict(x_t=[x_init], x0_pred=[]) if trajectory else None
-    x = x_init
-    with torch.no_grad():
-        for level, sigma in enumerate(progress_bar(sig, "annealed_langevin", progress)):
-            alpha = step_lr * (sigma / sig[-1]) ** 2
-            s_arg = torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
-            for k in range(n_steps_each):
-                score = _call_score(score_model, x, s_arg, first=level == 0 and k == 0)
-                x = x + (alpha / 2) * score + math.sqrt(alpha) * noise_like(x, generator)
-            _record(traj, x)
-        if final_denoise:
-            s_arg = torch.full((x.shape[0],), sig[-1], dtype=x.dtype, device=x.device)
-            x = x + sig[-1] ** 2 * _call_score(score_model, x, s_arg)
-            _record(traj, x)
-    return _finish(check_finite_result(x, "annealed_langevin"), traj)
+    levels = list(enumerate(sig)) + ([(len(sig), sig[-1])] if final_denoise else [])
+
+    def step(i: int, level: tuple[int, float], x: Tensor) -> tuple[Tensor, None]:
+        k, sigma = level
+        s_arg = torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
+        if k == len(sig):  # the final denoise: Tweedie's E[x0 | x] = x + sigma_L^2 s(x, sigma_L)
+            return x + sigma**2 * _call(score_model, x, s_arg, what="score"), None
+        alpha = step_lr * (sigma / sig[-1]) ** 2
+        for j in range(n_steps_each):
+            score = _call(score_model, x, s_arg, what="score", first=i == 0 and j == 0)
+            x = x + (alpha / 2) * score + math.sqrt(alpha) * noise_like(x, generator)
+        return x, None
+
+    x = check_batch(x_init, "x_init")
+    return run_chain("annealed_langevin", levels, x, step, trajectory=trajectory, progress=progress)
 
 
 def langevin(
@@ -328,10 +304,11 @@ def langevin(
     """Plain Langevin dynamics at one noise level: x <- x + eps/2 s(x) + sqrt(eps) z."""
     n_steps = check_int(n_steps, "n_steps", 1)
     step_size = check_number(step_size, "step_size", positive=True)
-    check_batch(x_init, "x_init")
-    x = x_init
-    with torch.no_grad():
-        for k in progress_bar(range(n_steps), "langevin", progress):
-            score = _call_score(score_fn, x, first=k == 0)
-            x = x + (step_size / 2) * score + math.sqrt(step_size) * noise_like(x, generator)
-    return check_finite_result(x, "langevin")
+
+    def step(k: int, _: int, x: Tensor) -> tuple[Tensor, None]:
+        score = _call(score_fn, x, what="score", first=k == 0)
+        return x + (step_size / 2) * score + math.sqrt(step_size) * noise_like(x, generator), None
+
+    return run_chain(
+        "langevin", range(n_steps), check_batch(x_init, "x_init"), step, progress=progress
+    )

@@ -9,12 +9,15 @@ clean data (alpha_bar = 1).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from diffnotes.util import check_choice, check_int, check_number
 
 __all__ = [
     "DiscreteSchedule",
@@ -35,6 +38,7 @@ __all__ = [
 ]
 
 TimeLike = int | Sequence[int] | Tensor
+Time = TimeLike | float  # a discrete step or a continuous time in [0, 1], scalar or (B,)
 
 
 class NoiseSchedule(Protocol):
@@ -44,15 +48,9 @@ class NoiseSchedule(Protocol):
     satisfy it; the analytic mixture and classifier guidance need nothing more.
     """
 
-    def alpha_bar(self, t: Any) -> Tensor: ...
+    def alpha_bar(self, t: Time) -> Tensor: ...
 
-    def sigma(self, t: Any) -> Tensor: ...
-
-
-def _check_T(T: int) -> int:
-    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
-        raise ValueError(f"T must be an integer >= 1, got {T!r}")
-    return int(T)
+    def sigma(self, t: Time) -> Tensor: ...
 
 
 def _as_float64(values, name: str) -> Tensor:
@@ -164,7 +162,7 @@ def linear_schedule(
     T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
 ) -> DiscreteSchedule:
     """DDPM's linear betas from beta_start to beta_end (Ho et al. 2020, Sec. 4)."""
-    T = _check_T(T)
+    T = check_int(T, "T", 1)
     return DiscreteSchedule(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))
 
 
@@ -172,7 +170,7 @@ def scaled_linear_schedule(
     T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012
 ) -> DiscreteSchedule:
     """Latent diffusion's betas, linear in sqrt(beta) (Rombach et al. 2022; 'scaled_linear')."""
-    T = _check_T(T)
+    T = check_int(T, "T", 1)
     root = torch.linspace(math.sqrt(beta_start), math.sqrt(beta_end), T, dtype=torch.float64)
     return DiscreteSchedule(root**2)
 
@@ -182,9 +180,8 @@ def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) ->
 
     beta_t = 1 - alpha_bar(t)/alpha_bar(t-1) is clipped at max_beta (the singularity at t = T).
     """
-    T = _check_T(T)
-    if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0):
-        raise ValueError(f"s must be a finite number > 0, got {s!r}")
+    T = check_int(T, "T", 1)
+    check_number(s, "s", positive=True)
     if not (isinstance(max_beta, (int, float)) and 0 < max_beta < 1):
         raise ValueError(f"max_beta must lie in (0, 1) (1 makes alpha_bar_T = 0), got {max_beta!r}")
     i = torch.arange(T + 1, dtype=torch.float64)
@@ -202,9 +199,8 @@ SCHEDULES = {
 
 def get_schedule(name: str, T: int = 1000) -> DiscreteSchedule:
     """The named schedule with its paper's defaults: 'linear', 'scaled_linear' or 'cosine'."""
-    if name not in SCHEDULES:
-        raise ValueError(f"name must be one of {sorted(SCHEDULES)}, got {name!r}")
-    return SCHEDULES[name](_check_T(T))
+    check_choice(name, "name", sorted(SCHEDULES))
+    return SCHEDULES[name](check_int(T, "T", 1))
 
 
 def from_betas(betas: Tensor | Sequence[float]) -> DiscreteSchedule:
@@ -231,18 +227,16 @@ SPACINGS = ("leading", "trailing", "linspace")
 
 def spaced_steps(T: int, n: int, spacing: str = "leading") -> Tensor:
     """n of T steps in sampling order, spaced as in Lin et al. 2024, Table 2 (as diffusers)."""
-    T = _check_T(T)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= T:
-        raise ValueError(f"n must be an integer in 1..T={T}, got {n!r}")
+    T = check_int(T, "T", 1)
+    check_int(n, "n", 1, T)
+    check_choice(spacing, "spacing", SPACINGS)
     # numpy arithmetic on purpose: the same rounding as diffusers' set_timesteps
     if spacing == "leading":
         steps = np.arange(0, n) * (T // n)
     elif spacing == "trailing":
         steps = np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
-    elif spacing == "linspace":
+    else:  # linspace
         steps = np.linspace(0, T - 1, n).round().astype(np.int64)
-    else:
-        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
     return torch.as_tensor(np.sort(steps)[::-1].copy(), dtype=torch.long)
 
 
@@ -252,27 +246,22 @@ def space_timesteps(T: int, section_counts: str | Sequence[int]) -> list[int]:
     "10,10,5" takes 10, 10 and 5 evenly spaced steps from three thirds; "ddim25" takes the integer
     stride that yields exactly 25 steps, as in the DDIM paper.
     """
-    T = _check_T(T)
+    T = check_int(T, "T", 1)
     if isinstance(section_counts, str):
-        if section_counts.startswith("ddim"):
-            try:
-                want = int(section_counts[4:])
-            except ValueError:
-                raise ValueError(
-                    f"section_counts 'ddimN' needs an integer N, got {section_counts!r}"
-                ) from None
-            for stride in range(1, T + 1):
-                if len(range(0, T, stride)) == want:
-                    return list(range(0, T, stride))
-            raise ValueError(
-                f"section_counts {section_counts!r}: no integer stride gives {want} steps"
-            )
-        try:
-            section_counts = [int(c) for c in section_counts.split(",")]
-        except ValueError:
+        ddim = section_counts.startswith("ddim")
+        text = section_counts[4:] if ddim else section_counts
+        if not re.fullmatch(r"\d+" if ddim else r"\d+(,\d+)*", text):
             raise ValueError(
                 f"section_counts must look like '10,10,5' or 'ddim25', got {section_counts!r}"
-            ) from None
+            )
+        section_counts = [int(c) for c in text.split(",")]
+        if ddim:
+            strides = [k for k in range(1, T + 1) if len(range(0, T, k)) == section_counts[0]]
+            if not strides:
+                raise ValueError(
+                    f"section_counts {text!r}: no integer stride gives that many steps"
+                )
+            return list(range(0, T, strides[0]))
     counts = list(section_counts)
     if not counts or any(c < 1 for c in counts):
         raise ValueError(f"section_counts must be positive integers, got {counts}")
@@ -313,8 +302,7 @@ def sigma_ladder(sigma_max: float = 1.0, sigma_min: float = 0.01, L: int = 10) -
     """NCSN noise levels: geometric and decreasing, sigma_1 = sigma_max .. sigma_L = sigma_min."""
     if not (math.isfinite(sigma_max) and math.isfinite(sigma_min)) or not 0 < sigma_min < sigma_max:
         raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min!r}, {sigma_max!r}")
-    if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 2:
-        raise ValueError(f"L must be an integer >= 2, got {L!r}")
+    check_int(L, "L", 2)
     return torch.exp(
         torch.linspace(math.log(sigma_max), math.log(sigma_min), L, dtype=torch.float64)
     )

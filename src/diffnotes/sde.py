@@ -26,7 +26,7 @@ from diffnotes.util import (
     check_int,
     check_model_output,
     check_number,
-    progress_bar,
+    run_chain,
 )
 
 __all__ = [
@@ -157,8 +157,7 @@ class SubVPSDE(VPSDE):
         t = _as_t(t)
         return torch.sqrt(self.beta(t) * -torch.expm1(4 * self._log_mean_coeff(t)))
 
-    def discretize(self, x: Tensor, t: float, t_next: float) -> tuple[Tensor, float]:
-        return SDE.discretize(self, x, t, t_next)  # score_sde has no special form for sub-VP
+    discretize = SDE.discretize  # Euler-Maruyama: score_sde has no Markov form for sub-VP
 
 
 class VESDE(SDE):
@@ -215,11 +214,6 @@ def _x0(sde: SDE, x: Tensor, eps: Tensor, t: float) -> Tensor:
     return (x - float(sde.sigma(t)) * eps) / math.sqrt(float(sde.alpha_bar(t)))
 
 
-def _finished(x: Tensor, traj: dict, trajectory: bool, what: str) -> Tensor | tuple[Tensor, dict]:
-    check_finite_result(x, what)
-    return (x, traj) if trajectory else x
-
-
 def reverse_sde(
     model: EpsModel,
     sde: SDE,
@@ -232,21 +226,11 @@ def reverse_sde(
 ) -> Tensor | tuple[Tensor, dict]:
     """Euler-Maruyama on the reverse SDE dx = [f - g^2 grad log p_t] dt + g dw_bar (eq. 6).
 
-    The last step returns the noise-free mean, like score_sde's samplers.
+    The predictor of `predictor_corrector` ('euler') with no corrector; the last step returns the
+    noise-free mean, like score_sde's samplers.
     """
-    times = _check_ts(ts)
-    check_batch(x_T, "x_T")
-    x, traj = x_T, {"x_t": [x_T], "x0_pred": []}
-    for i in progress_bar(range(len(times) - 1), "reverse_sde", progress):
-        t, t_next = times[i], times[i + 1]
-        eps = _eps(model, x, t, first=i == 0)
-        x_mean, G = _euler_maruyama(sde, x, t, t_next, -eps / float(sde.sigma(t)))
-        last = i == len(times) - 2
-        x = x_mean if last else x_mean + G * noise_like(x, generator)
-        if trajectory:
-            traj["x_t"].append(x)
-            traj["x0_pred"].append(_x0(sde, traj["x_t"][-2], eps, t))
-    return _finished(x, traj, trajectory, "reverse_sde")
+    kw = dict(generator=generator, trajectory=trajectory, progress=progress)
+    return predictor_corrector(model, sde, ts, x_T, predictor="euler", n_corrector=0, **kw)
 
 
 def _euler_maruyama(
@@ -282,20 +266,18 @@ def predictor_corrector(
     check_int(n_corrector, "n_corrector", 0)
     check_number(snr, "snr", positive=True)
     times = _check_ts(ts)
-    check_batch(x_T, "x_T")
-    x, traj = x_T, {"x_t": [x_T], "x0_pred": []}
-    B = x.shape[0]
-    for i in progress_bar(range(len(times) - 1), "predictor_corrector", progress):
-        t, t_next = times[i], times[i + 1]
-        sigma_t = float(sde.sigma(t))
-        alpha = sde.langevin_alpha(t, t_next)
+    name = "reverse_sde" if (predictor, n_corrector) == ("euler", 0) else "predictor_corrector"
+
+    def step(i: int, pair: tuple[float, float], x: Tensor) -> tuple[Tensor, Tensor | None]:
+        t, t_next = pair
+        sigma_t, B = float(sde.sigma(t)), x.shape[0]
         for _ in range(n_corrector):
             score = -_eps(model, x, t, first=i == 0) / sigma_t
             z = noise_like(x, generator)
             grad_norm = score.reshape(B, -1).norm(dim=-1).mean()
             noise_norm = z.reshape(B, -1).norm(dim=-1).mean()
-            step = 2 * alpha * (snr * noise_norm / grad_norm) ** 2
-            x = x + step * score + torch.sqrt(2 * step) * z
+            step_size = 2 * sde.langevin_alpha(t, t_next) * (snr * noise_norm / grad_norm) ** 2
+            x = x + step_size * score + torch.sqrt(2 * step_size) * z
         eps = _eps(model, x, t, first=i == 0)
         score = -eps / sigma_t
         if predictor == "euler":
@@ -303,12 +285,14 @@ def predictor_corrector(
         else:
             f, G = sde.discretize(x, t, t_next)
             x_mean = x - f + G**2 * score  # reverse of x_{i+1} = x_i + f_i + G_i z
-        x_prev = x
-        x = x_mean if i == len(times) - 2 else x_mean + G * noise_like(x, generator)
-        if trajectory:
-            traj["x_t"].append(x)
-            traj["x0_pred"].append(_x0(sde, x_prev, eps, t))
-    return _finished(x, traj, trajectory, "predictor_corrector")
+        x0_pred = _x0(sde, x, eps, t) if trajectory else None
+        if i == len(times) - 2:
+            return x_mean, x0_pred
+        return x_mean + G * noise_like(x, generator), x0_pred
+
+    pairs = list(zip(times[:-1], times[1:]))
+    x_T = check_batch(x_T, "x_T")
+    return run_chain(name, pairs, x_T, step, trajectory=trajectory, progress=progress)
 
 
 def _ode_drift(model: EpsModel, sde: SDE, x: Tensor, t: float, dtype: torch.dtype) -> Tensor:
@@ -339,57 +323,57 @@ def probability_flow(
     """
     check_choice(method, "method", ("euler", "heun", "rk45"))
     times = _check_ts(ts)
-    check_batch(x_T, "x_T")
-    dtype = x_T.dtype
-    traj: dict = {"x_t": [x_T], "x0_pred": []}
+    dtype = check_batch(x_T, "x_T").dtype
     nfe = 0
+
+    def step(i: int, pair: tuple[float, float], x: Tensor) -> tuple[Tensor, None]:
+        nonlocal nfe
+        t, t_next = pair
+        d = _ode_drift(model, sde, x, t, dtype)
+        nfe += 1
+        if method == "euler":
+            return x + d * (t_next - t), None
+        # Heun's 2nd-order correction: average the slopes at both ends
+        d_next = _ode_drift(model, sde, x + d * (t_next - t), t_next, dtype)
+        nfe += 1
+        return x + 0.5 * (d + d_next) * (t_next - t), None
+
     if method == "rk45":
-        from scipy.integrate import solve_ivp
-
-        shape, device = x_T.shape, x_T.device
-
-        def fun(t: float, y: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(y).reshape(shape).to(device)
-            return _ode_drift(model, sde, x, float(t), dtype).cpu().numpy().ravel()
-
-        y0 = x_T.detach().to(torch.float64).cpu().numpy().ravel()
-        sol = solve_ivp(
-            fun, (times[0], times[-1]), y0, method="RK45", rtol=rtol, atol=atol,
-            t_eval=times if trajectory else None,
-        )  # fmt: skip
-        if not sol.success:
-            raise RuntimeError(f"solve_ivp failed: {sol.message}")
-        nfe = int(sol.nfev)
-        ys = torch.from_numpy(sol.y.T.copy()).reshape(-1, *shape).to(device=device, dtype=dtype)
-        x = ys[-1]
-        if trajectory:
-            traj["x_t"] = list(ys)
+        ys, nfe = _rk45(model, sde, times, x_T, rtol, atol, trajectory)
+        out = (ys[-1], dict(x_t=list(ys), x0_pred=[])) if trajectory else ys[-1]
+        check_finite_result(ys[-1], "probability_flow")
     else:
-        x = x_T
-        for i in progress_bar(range(len(times) - 1), "probability_flow", progress):
-            t, t_next = times[i], times[i + 1]
-            dt = t_next - t
-            d = _ode_drift(model, sde, x, t, dtype)
-            x_next = x + d * dt
-            nfe += 1
-            if method == "heun":
-                # Heun's 2nd-order correction: average the slopes at both ends
-                d_next = _ode_drift(model, sde, x_next, t_next, dtype)
-                x_next = x + 0.5 * (d + d_next) * dt
-                nfe += 1
-            x = x_next
-            if trajectory:
-                traj["x_t"].append(x)
-    out = _finished(x, traj, trajectory, "probability_flow")
-    if return_nfe:
-        return (*out, nfe) if trajectory else (x, nfe)
-    return out
+        pairs = list(zip(times[:-1], times[1:]))
+        out = run_chain(
+            "probability_flow", pairs, x_T, step, trajectory=trajectory, progress=progress
+        )
+    if not return_nfe:
+        return out
+    return (*out, nfe) if trajectory else (out, nfe)
 
 
-def __getattr__(name: str) -> object:
-    # the likelihood moved to diffnotes.likelihood (it imports this module, so no eager import)
-    if name in ("log_likelihood", "bits_per_dim"):
-        from diffnotes import likelihood
+def _rk45(
+    model: EpsModel,
+    sde: SDE,
+    times: list[float],
+    x_T: Tensor,
+    rtol: float,
+    atol: float,
+    dense: bool,
+) -> tuple[Tensor, int]:
+    """scipy's adaptive RK45 on the PF ODE in float64: the states at times (dense) or the end."""
+    from scipy.integrate import solve_ivp
 
-        return getattr(likelihood, name)
-    raise AttributeError(f"module 'diffnotes.sde' has no attribute {name!r}")
+    shape, device, dtype = x_T.shape, x_T.device, x_T.dtype
+
+    def fun(t: float, y: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(y).reshape(shape).to(device)
+        return _ode_drift(model, sde, x, float(t), dtype).cpu().numpy().ravel()
+
+    y0 = x_T.detach().to(torch.float64).cpu().numpy().ravel()
+    span, t_eval = (times[0], times[-1]), times if dense else None
+    sol = solve_ivp(fun, span, y0, method="RK45", rtol=rtol, atol=atol, t_eval=t_eval)
+    if not sol.success:
+        raise RuntimeError(f"solve_ivp failed: {sol.message}")
+    ys = torch.from_numpy(sol.y.T.copy()).reshape(-1, *shape).to(device=device, dtype=dtype)
+    return ys, int(sol.nfev)

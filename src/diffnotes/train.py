@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from diffnotes.io import flatten_optimizer, read_safetensors, unflatten_optimizer, write_safetensors
+from diffnotes.util import check_in, check_int
 
 FORMAT = "diffnotes-checkpoint-v1"
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -131,12 +132,9 @@ def train(
     dominated by the initial weights. With ``checkpoint_dir`` the run resumes from the checkpoint
     found there and writes one every ``checkpoint_every`` steps and at the end.
     """
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
+    check_int(steps, "steps", 0)
+    check_int(batch_size, "batch_size", 1)
+    check_in(ema_decay, "ema_decay", 0, 1, "[)")
     if checkpoint_every is not None and (checkpoint_every < 1 or checkpoint_dir is None):
         raise ValueError("checkpoint_every must be >= 1 and needs checkpoint_dir")
     if log_every < 1:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -20,11 +21,11 @@ T = TypeVar("T")
 
 def check_int(value: object, name: str, minimum: int = 0, maximum: int | None = None) -> int:
     """``value`` as an int in [minimum, maximum]; bools and floats are refused."""
-    ok = isinstance(value, int) and not isinstance(value, bool)
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
     if not ok or value < minimum or (maximum is not None and value > maximum):
         upper = "" if maximum is None else f" and <= {maximum}"
         raise ValueError(f"{name} must be an integer >= {minimum}{upper}, got {value!r}")
-    return value
+    return int(value)
 
 
 def check_number(
@@ -40,6 +41,28 @@ def check_number(
         bound = " > 0" if positive else f" >= {minimum}" if minimum is not None else ""
         raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
     return float(value)
+
+
+def check_sigmas(values: object, name: str, *, decreasing: bool = False) -> list[float]:
+    """A non-empty sequence of positive finite noise levels as floats (strictly decreasing)."""
+    sig = torch.as_tensor(values, dtype=torch.float64).flatten().tolist()
+    if not sig or any(not math.isfinite(s) or s <= 0 for s in sig):
+        raise ValueError(f"{name} must be a non-empty sequence of positive finite noise levels")
+    if decreasing and any(b >= a for a, b in zip(sig[:-1], sig[1:])):
+        raise ValueError(f"{name} must be strictly decreasing (sigma_1 > ... > sigma_L)")
+    return sig
+
+
+def check_in(value: object, name: str, low: float, high: float, bounds: str = "[]") -> float:
+    """``value`` as a finite float in the interval low..high, closed or open as ``bounds`` says."""
+    value = check_number(value, name)
+    above = value >= low if bounds[0] == "[" else value > low
+    below = value <= high if bounds[1] == "]" else value < high
+    if not (above and below):
+        raise ValueError(
+            f"{name} must be in {bounds[0]}{low:g}, {high:g}{bounds[1]}, got {value!r}"
+        )
+    return value
 
 
 def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
@@ -109,6 +132,34 @@ def check_finite_result(x: Tensor, what: str) -> Tensor:
     if not torch.isfinite(x).all():
         raise ValueError(f"{what} produced NaN or inf: check the model's outputs")
     return x
+
+
+def run_chain(
+    name: str,
+    items: Iterable[T],
+    x: Tensor,
+    step: Callable[[int, T, Tensor], tuple[Tensor, Tensor | None]],
+    *,
+    trajectory: bool = False,
+    progress: bool = False,
+    shown: Callable[[int, Tensor], Tensor] | None = None,
+) -> Tensor | tuple[Tensor, dict]:
+    """The one sampler loop: ``x, x0_pred = step(i, item, x)`` over items, without gradients.
+
+    Returns x, or with ``trajectory`` (x, dict(x_t=[x_init, x after each step], x0_pred=[each
+    x0_pred that is not None])), x_t mapped through ``shown(i, x)`` when given. A non-finite
+    result raises, so no sampler returns a silent NaN sample.
+    """
+    traj = dict(x_t=[x], x0_pred=[]) if trajectory else None
+    with torch.no_grad():
+        for i, item in enumerate(progress_bar(items, name, progress)):
+            x, x0_pred = step(i, item, x)
+            if traj is not None:
+                traj["x_t"].append(x if shown is None else shown(i, x))
+                if x0_pred is not None:
+                    traj["x0_pred"].append(x0_pred)
+    check_finite_result(x, name)
+    return x if traj is None else (x, traj)
 
 
 def progress_bar(items: Iterable[T], desc: str, enabled: bool) -> Iterable[T]:

@@ -22,7 +22,7 @@ from diffnotes.analytic import GaussianMixture
 from diffnotes.forward import noise_like, q_sample
 from diffnotes.param import EpsModel
 from diffnotes.schedules import DiscreteSchedule
-from diffnotes.util import check_batch, check_choice, check_int, check_number, mean_flat
+from diffnotes.util import check_batch, check_choice, check_in, check_int, check_number, mean_flat
 
 __all__ = [
     "MASK_KINDS",
@@ -90,9 +90,7 @@ def random_frame_mask(
     check_int(batch, "batch", 1)
     check_int(frames, "frames", 2)
     check_int(max_known, "max_known", 1, frames - 1)
-    p_uncond = check_number(p_uncond, "p_uncond", minimum=0.0)
-    if p_uncond > 1.0:
-        raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond!r}")
+    p_uncond = check_in(p_uncond, "p_uncond", 0, 1)
     dev = generator.device
     k = torch.randint(1, max_known + 1, (batch, 1), generator=generator, device=dev)  # (B, 1)
     order = torch.rand(batch, frames, generator=generator, device=dev)
@@ -122,9 +120,8 @@ def past_future_mask(
     check_int(batch, "batch", 1)
     check_int(past, "past", 0, frames - 1)
     check_int(future, "future", 0, frames - 1 - past)
-    for p, name in ((p_past, "p_past"), (p_future, "p_future")):
-        if not 0.0 <= check_number(p, name, minimum=0.0) <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {p!r}")
+    check_in(p_past, "p_past", 0, 1)
+    check_in(p_future, "p_future", 0, 1)
     dev = generator.device
     m = torch.zeros(batch, frames, device=dev)
     keep_past = torch.rand(batch, 1, generator=generator, device=dev) >= p_past

@@ -83,7 +83,8 @@ def image_folder(
         raise ValueError(f"path {str(path)!r} holds no images and no {METADATA}")
     if meta.is_file():
         _inside(path, METADATA, f"path {str(path)!r}", "metadata file")
-        rows, where = _read_metadata(meta)
+        entries = read_jsonl(meta)
+        where, rows = [at for at, _ in entries], [row for _, row in entries]
     elif caption_column is None:
         files = [p for p in sorted(path.iterdir()) if _is_image(p)]
         rows, where = [{image_column: p.name} for p in files], [f"path {str(path)!r}"] * len(files)
@@ -121,26 +122,31 @@ def image_folder(
     return images, captions
 
 
-def _read_metadata(meta: Path) -> tuple[list[dict], list[str]]:
-    """The rows of metadata.jsonl, each with where it came from ('<file> line <n>')."""
-    rows, where = [], []
+def read_jsonl(path: Path, name: str | None = None) -> list[tuple[str, dict]]:
+    """The JSON objects of a JSON Lines file, each with where it came from ('<name> line <n>').
+
+    ``name`` is how messages name the file (default: its quoted path). Blank lines are skipped;
+    a line that is not a JSON object is refused with its line number.
+    """
+    name = repr(str(path)) if name is None else name
     try:
-        lines = meta.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {str(meta)!r} as UTF-8 text: {e}") from e
+        raise ValueError(f"cannot read {name} as UTF-8 text: {e}") from e
+    rows = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        at = f"{str(meta)!r} line {n}"
+        at = f"{name} line {n}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{at} is not valid JSON ({e.msg}): {line[:60]!r}") from None
+            message = f"{at} is not JSON ({e.msg}), so the file is not valid JSON Lines"
+            raise ValueError(f"{message}: {line[:60]!r}") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{at} must be a JSON object, got {type(row).__name__}")
-        rows.append(row)
-        where.append(at)
-    return rows, where
+            raise ValueError(f"{at} is not a JSON object, got {type(row).__name__}")
+        rows.append((at, row))
+    return rows
 
 
 def _inside(root: Path, name: object, at: str, what: str) -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import random
 from collections.abc import Iterator
@@ -18,6 +17,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image
+
+from diffnotes.data.folder import read_jsonl
 
 
 def mix_seed(*parts: object) -> int:
@@ -155,20 +156,7 @@ def folder_rows(folder: Path, image_column: str, caption_column: str) -> Rows:
     root = folder.resolve()
     key = "file_name" if image_column == "image" else image_column  # datasets' imagefolder
     rows = Rows([], [], [])
-    try:
-        lines = meta.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{meta} is not UTF-8 text: {e.reason} at byte {e.start}") from None
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{meta} line {n}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where} is not JSON: {e.msg} (column {e.colno})") from None
-        if not isinstance(rec, dict):
-            raise ValueError(f"{where} is not a JSON object")
+    for where, rec in read_jsonl(meta, str(meta)):
         rows.images.append(check_image_path(root, rec.get(key), where, key))
         named = f"{where} ({key} {rec[key]!r})"
         rows.captions.append(check_caption(rec.get(caption_column), named, caption_column))

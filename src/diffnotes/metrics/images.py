@@ -115,7 +115,7 @@ def nll_bits_per_dim(
 
     ``data_bins`` adds the log2(data_bins / 2) offset of data quantised on [-1, 1] (None: the
     continuous density); ``dequantize`` first adds uniform noise of one bin's width. Other keywords
-    go to `diffnotes.sde.log_likelihood` (exact_divergence, n_hutchinson, rtol, atol).
+    go to `diffnotes.likelihood.log_likelihood` (exact_divergence, n_hutchinson, rtol, atol).
     """
     from diffnotes.likelihood import bits_per_dim, log_likelihood
 

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from diffnotes.util import check_int
+
 __all__ = ["sliced_wasserstein", "energy_distance", "mode_stats", "noise_floor"]
 
 _F64 = torch.float64
@@ -48,8 +50,7 @@ def sliced_wasserstein(
     generator the directions are fixed (seed 0), so two calls compare like with like.
     """
     a, b = _pair(a, b)
-    if not (isinstance(n_projections, int) and n_projections >= 1):
-        raise ValueError(f"n_projections must be an int >= 1, got {n_projections!r}")
+    check_int(n_projections, "n_projections", 1)
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     theta = torch.randn(a.shape[1], n_projections, generator=g, dtype=_F64)
     theta = theta / theta.norm(dim=0, keepdim=True)
@@ -128,10 +129,8 @@ def noise_floor(
 
     A sampler whose samples are exact scores about this value: the best one can hope to see.
     """
-    if not (isinstance(n, int) and n >= 2):
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
-    if not (isinstance(repeats, int) and repeats >= 1):
-        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    check_int(n, "n", 2)
+    check_int(repeats, "repeats", 1)
     g = torch.Generator().manual_seed(seed)
     vals = [metric(mixture.sample(n, g), mixture.sample(n, g)) for _ in range(repeats)]
     return float(sum(vals) / repeats)

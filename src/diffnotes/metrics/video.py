@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from diffnotes.analytic import GaussianMixture
+from diffnotes.util import check_in
 
 __all__ = [
     "sprite_positions",
@@ -37,8 +38,7 @@ def sprite_positions(videos: Tensor, *, background: float = 0.0) -> Tensor:
     ``background`` (in [0, 1) of the [0, 1] intensity) is subtracted first, so a faint haze over
     a generated frame does not pull the centre towards the middle; 0 is exact on real data.
     """
-    if not 0.0 <= background < 1.0:
-        raise ValueError(f"background must be in [0, 1), got {background!r}")
+    check_in(background, "background", 0, 1, "[)")
     v = _videos(videos)[:, 0]  # (N, F, H, W)
     w = (((v + 1) / 2).clamp(0, 1) - background).clamp(min=0)
     H, W = w.shape[-2:]
@@ -121,8 +121,7 @@ def mode_tv(modes: Tensor, weights: Tensor) -> float:
 
 def incoherent_fraction(modes: Tensor, weights: Tensor, floor: float = 1e-3) -> float:
     """Share of continuations in a mode the given frames rule out (exact weight below ``floor``)."""
-    if not 0.0 < floor < 1.0:
-        raise ValueError(f"floor must be in (0, 1), got {floor!r}")
+    check_in(floor, "floor", 0, 1, "()")
     weights = torch.as_tensor(weights, dtype=torch.float64).cpu()
     modes = torch.as_tensor(modes).long().cpu()
     return float((weights[modes] < floor).double().mean())
@@ -137,8 +136,7 @@ def off_mode_distance(
     least ``floor``. A continuation in a ruled-out mode, or one that wanders between modes, is
     far; an exact sample is about one component standard deviation away.
     """
-    if not 0.0 < floor < 1.0:
-        raise ValueError(f"floor must be in (0, 1), got {floor!r}")
+    check_in(floor, "floor", 0, 1, "()")
     known = torch.as_tensor(known, dtype=torch.bool).cpu()
     flat = samples.detach().reshape(samples.shape[0], -1).double().cpu()
     if known.shape != (flat.shape[1],):

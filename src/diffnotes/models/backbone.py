@@ -69,6 +69,16 @@ def time_embedding(cfg: BackboneConfig) -> TimeEmbedding:
     return TimeEmbedding(cfg.base_channels, cfg.emb_dim, cfg.time_scale)
 
 
+class TimeConditioned(nn.Module):
+    """A network over a `BackboneConfig`: the config, checked at the input size, and time_embed."""
+
+    def __init__(self, cfg: BackboneConfig, size: int) -> None:
+        super().__init__()
+        cfg.check(size)
+        self.cfg = cfg
+        self.time_embed = time_embedding(cfg)
+
+
 MixerFactory = Callable[[int, int], list[nn.Module]]
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from diffnotes.models.backbone import Backbone, BackboneConfig, pooled_head, time_embedding
+from diffnotes.models.backbone import Backbone, BackboneConfig, TimeConditioned, pooled_head
 from diffnotes.models.blocks import as_time, check_input
 
 
@@ -26,15 +26,12 @@ class ClassifierConfig(BackboneConfig):
     num_classes: int = 10
 
 
-class NoisyClassifier(nn.Module):
+class NoisyClassifier(TimeConditioned):
     """Logits (B, num_classes) of p(y | x_t, t) for noisy images x_t (B, C, H, W)."""
 
     def __init__(self, cfg: ClassifierConfig | None = None, **overrides: object):
-        super().__init__()
         cfg = cfg or ClassifierConfig(**overrides)
-        cfg.check(cfg.image_size)
-        self.cfg = cfg
-        self.time_embed = time_embedding(cfg)
+        super().__init__(cfg, cfg.image_size)
         self.encoder = Backbone(cfg, cfg.in_channels, 0, cfg.image_size, decoder=False)
         ch = self.encoder.out_channels
         self.head = nn.Sequential(*pooled_head(cfg.num_groups, ch))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from diffnotes.models.backbone import Backbone, BackboneConfig, time_embedding
+from diffnotes.models.backbone import Backbone, BackboneConfig, TimeConditioned
 from diffnotes.models.blocks import AttentionBlock, as_time, check_input
 
 
@@ -31,15 +31,12 @@ class LatentUNetConfig(BackboneConfig):
     num_heads: int = 4
 
 
-class LatentUNet(nn.Module):
+class LatentUNet(TimeConditioned):
     """eps_theta(z_t, t, tau(y)) for latents z (B, c, h, w) and context (B, L, E)."""
 
     def __init__(self, cfg: LatentUNetConfig | None = None, **overrides: object):
-        super().__init__()
         cfg = cfg or LatentUNetConfig(**overrides)
-        cfg.check(cfg.latent_size)
-        self.cfg = cfg
-        self.time_embed = time_embedding(cfg)
+        super().__init__(cfg, cfg.latent_size)
         self.null_token = nn.Parameter(torch.randn(1, 1, cfg.context_dim) * 0.02)
 
         def mixers(ch: int, res: int) -> list[nn.Module]:

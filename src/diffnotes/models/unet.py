@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from diffnotes.models.backbone import Backbone, BackboneConfig, time_embedding
+from diffnotes.models.backbone import Backbone, BackboneConfig, TimeConditioned
 from diffnotes.models.blocks import (
     ClassConditioned,
     check_input,
@@ -37,7 +37,7 @@ class UNetConfig(BackboneConfig):
     learned_variance: bool = False  # iDDPM: output (eps, v), 2x channels
 
 
-class UNet(ClassConditioned):
+class UNet(ClassConditioned, TimeConditioned):
     """eps_theta(x_t, t[, y]) for images (B, C, H, W); y=None (or y < 0) is the null class (CFG).
 
     With ``learned_variance`` the output is (B, 2C, H, W): eps then v in [-1, 1] (iDDPM Eq. 15
@@ -45,13 +45,10 @@ class UNet(ClassConditioned):
     """
 
     def __init__(self, cfg: UNetConfig | None = None, **overrides: object):
-        super().__init__()
         cfg = cfg or UNetConfig(**overrides)
-        cfg.check(cfg.image_size)
-        self.cfg = cfg
+        super().__init__(cfg, cfg.image_size)
         out = cfg.out_channels or cfg.in_channels
         self.out_channels = 2 * out if cfg.learned_variance else out
-        self.time_embed = time_embedding(cfg)
         self.class_embed = label_embedding(cfg.num_classes, cfg.emb_dim)
         self.backbone = Backbone(cfg, cfg.in_channels, self.out_channels, cfg.image_size)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from diffnotes.models.backbone import Backbone, BackboneConfig, time_embedding
+from diffnotes.models.backbone import Backbone, BackboneConfig, TimeConditioned
 from diffnotes.models.blocks import (
     AttentionBlock,
     Mixer,
@@ -62,15 +62,12 @@ class TemporalAttention(Mixer):
         return x + out
 
 
-class VideoUNet(nn.Module):
+class VideoUNet(TimeConditioned):
     """eps_theta(x_t, t | x_cond, mask) for videos (B, C, F, H, W); mask (B, F) 1 = known frame."""
 
     def __init__(self, cfg: VideoUNetConfig | None = None, **overrides: object):
-        super().__init__()
         cfg = cfg or VideoUNetConfig(**overrides)
-        cfg.check(cfg.image_size)
-        self.cfg = cfg
-        self.time_embed = time_embedding(cfg)
+        super().__init__(cfg, cfg.image_size)
 
         def mixers(ch: int, res: int) -> list[nn.Module]:
             spatial = [AttentionBlock(ch, cfg.num_heads, cfg.num_groups)]
