@@ -86,3 +86,19 @@ def test_widget_in_a_kernel_builds_sliders(monkeypatch: pytest.MonkeyPatch) -> N
     show(t=10, eta=0.5, k=3)
     assert seen == [(10, 0.5, 3)]
     plt.close("all")
+
+
+def test_table_formats_floats_and_refuses_ragged_rows():
+    from diffnotes.plot import table
+
+    md = table(["arm", "score", "n"], [["a", 0.12345, 3], ["b", "1.5 ± 0.2", 10]])
+    text = getattr(md, "data", md)
+    assert text.splitlines() == [
+        "| arm | score | n |",
+        "| --- | --- | --- |",
+        "| a | 0.123 | 3 |",
+        "| b | 1.5 ± 0.2 | 10 |",
+    ]
+    assert "| 0.1 |" in getattr(table(["x"], [[0.123]], fmt=".1f"), "data", "")
+    with pytest.raises(ValueError, match="must have 2 cells"):
+        table(["a", "b"], [[1.0]])

@@ -152,26 +152,18 @@ class ClaimLog:
         Columns: quantity, the paper's number, ours, the claim; with ``robustness`` a last column
         from the committed `bench.claims` run of the book profile (passes / runs, worst margin).
         """
+        from diffnotes.plot import table
+
         robust = load_robustness().get(self.chapter, {}) if robustness else {}
-        head = "| quantity | paper | ours | claim |"
-        rule = "| --- | --- | --- | --- |"
-        if robust:
-            head, rule = head + " robustness |", rule + " --- |"
-        lines = [head, rule]
+        header = ["quantity", "paper", "ours", "claim"] + (["robustness"] if robust else [])
+        rows = []
         for r in self.records:
             claim = "reported" if r.kind == "report" else f"{r.op} {r.threshold:.4g}"
             if r.kind == "claim":
                 claim += f" (margin {r.margin:+.3g})"
-            row = f"| {r.name} | {r.paper or '—'} | {r.value:.4g} | {claim} |"
-            if robust:
-                row += f" {robust.get(r.name, '—')} |"
-            lines.append(row)
-        text = "\n".join(lines)
-        try:
-            from IPython.display import Markdown
-        except ImportError:  # pragma: no cover - IPython is in requirements
-            return text
-        return Markdown(text)
+            row = [r.name, r.paper or "—", format(r.value, ".4g"), claim]
+            rows.append(row + ([robust.get(r.name, "—")] if robust else []))
+        return table(header, rows)
 
     @property
     def claims(self) -> list[Record]:
