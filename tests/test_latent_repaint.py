@@ -6,9 +6,25 @@ import pytest
 import torch
 
 from diffnotes.analytic import GaussianMixture
-from diffnotes.latent import PCAStage, autoencoder_config, latent_scale
+from diffnotes.guidance import classifier_free
+from diffnotes.latent import (
+    CAPTIONS,
+    LATENT_STEPS_PER_PIXEL_STEP,
+    CaptionedLatentUNet,
+    PCAStage,
+    autoencoder_config,
+    diffusion_budget,
+    latent_scale,
+    shapes_latent_ddpm,
+    train_step_cost,
+)
+from diffnotes.losses import eps_loss
 from diffnotes.masks import FAMILIES, expand, half, make_mask, strokes, super_resolve
+from diffnotes.metrics.images import parse_caption
+from diffnotes.metrics.shapes import ShapesClassifier
+from diffnotes.models.latent_unet import LatentUNetConfig
 from diffnotes.profile import profile
+from diffnotes.schedules import get_schedule
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -88,3 +104,81 @@ def test_latent_scale_and_autoencoder_config() -> None:
     assert 2 ** (len(cfg.channel_mults) - 1) == 8
     with pytest.raises(ValueError, match="factor must"):
         autoencoder_config(profile("ci"), factor=3)
+
+
+def test_captions_cover_every_factor_combination() -> None:
+    assert len(CAPTIONS) == len(set(CAPTIONS)) == 3 * 8 * 7
+    for c in CAPTIONS:
+        shape, colour, background = parse_caption(c)
+        assert colour != background
+
+
+def _captioned() -> CaptionedLatentUNet:
+    cfg = LatentUNetConfig(
+        latent_channels=4,
+        latent_size=8,
+        base_channels=8,
+        channel_mults=(1, 2),
+        num_groups=4,
+        attention_resolutions=(4,),
+        context_dim=16,
+        num_heads=2,
+    )
+    torch.manual_seed(0)
+    model = CaptionedLatentUNet(cfg).eval()
+    with torch.no_grad():  # a non-zero output layer, so the test sees the conditioning
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape))
+    return model
+
+
+def test_captioned_unet_drop_is_the_unconditional_branch() -> None:
+    model = _captioned()
+    z, t = torch.randn(3, 4, 8, 8), torch.tensor([10, 500, 990])
+    y = torch.tensor([0, 5, 167])
+    with torch.no_grad():
+        uncond = model(z, t)
+        torch.testing.assert_close(model(z, t, torch.full((3,), -1)), uncond)
+        cond = model(z, t, y)
+        assert not torch.allclose(cond, uncond)
+        # CFG at w = 0 is the conditional model; a dropped row mixes in nothing of its caption
+        torch.testing.assert_close(classifier_free(model, y, 0.0)(z, t), cond)
+        mixed = model(z, t, torch.tensor([0, -1, 167]))
+        torch.testing.assert_close(mixed[1], uncond[1])
+        torch.testing.assert_close(mixed[0], cond[0])
+    with pytest.raises(ValueError, match="y must"):
+        model(z, t, torch.tensor([0, 1, len(CAPTIONS)]))
+
+
+def test_shapes_classifier_heads_and_input_check() -> None:
+    model = ShapesClassifier().eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert model(x).shape == (2, 3 + 8 + 8 + 9)
+    assert model.features(x).shape == (2, 32)
+    with pytest.raises(ValueError, match="32x32"):
+        model.features(torch.zeros(2, 3, 16, 16))
+
+
+def test_latent_budget_is_a_fixed_multiple_of_the_pixel_budget() -> None:
+    for name in ("ci", "book", "gpu"):
+        pixel = diffusion_budget(profile(name))
+        latent = diffusion_budget(profile(name), latent=True)
+        assert latent["steps"] == LATENT_STEPS_PER_PIXEL_STEP * pixel["steps"]
+        assert {k: v for k, v in latent.items() if k != "steps"} == {
+            k: v for k, v in pixel.items() if k != "steps"
+        }
+
+
+def test_train_step_cost_counts_flops_and_leaves_the_model_alone() -> None:
+    model = _captioned()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = (torch.randn(4, 4, 8, 8), torch.tensor([0, 1, -1, 3]))
+    flops, seconds = train_step_cost(model, eps_loss(get_schedule("linear", 1000)), batch)
+    assert flops > 0 and seconds > 0
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+
+
+def test_shapes_latent_ddpm_refuses_bad_p_uncond() -> None:
+    with pytest.raises(ValueError, match="p_uncond"):
+        shapes_latent_ddpm(profile("ci"), None, captions=True, p_uncond=1.0)
