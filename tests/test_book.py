@@ -275,3 +275,6 @@ def test_built_book_loads_no_outside_script_and_shows_no_machine_path() -> None:
         assert not outside, f"{page.relative_to(BUILT)} loads {outside[0]}"
         shown = MACHINE_PATHS.search(html)
         assert not shown, f"{page.relative_to(BUILT)} shows the path {shown[0]}"
+        # a Markdown table a cell displays must come out as a table, not as "| a | b |" text
+        raw = re.search(r"<p>\|[^<\n]*\|\n\|", html)  # a paragraph of "| a | b |" lines
+        assert not raw, f"{page.relative_to(BUILT)} shows an unrendered table: {raw[0]!r}"
