@@ -100,5 +100,6 @@ def test_table_formats_floats_and_refuses_ragged_rows():
         "| b | 1.5 ± 0.2 | 10 |",
     ]
     assert "| 0.1 |" in getattr(table(["x"], [[0.123]], fmt=".1f"), "data", "")
+    assert "| max \\|x\\| |" in getattr(table(["q"], [["max |x|"]]), "data", "")
     with pytest.raises(ValueError, match="must have 2 cells"):
         table(["a", "b"], [[1.0]])

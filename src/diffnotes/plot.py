@@ -240,14 +240,15 @@ def widget(
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], *, fmt: str = ".3f") -> object:
     """A Markdown table for ``display`` (IPython Markdown; plain text outside IPython).
 
-    Floats are written with ``fmt``; anything else (a string already formatted, an int) with str.
-    Every row must have as many cells as ``header``.
+    Floats are written with ``fmt``; anything else (a string already formatted, an int) with str;
+    a "|" inside a cell is escaped. Every row must have as many cells as ``header``.
     """
     if not header or any(len(row) != len(header) for row in rows):
         raise ValueError(f"every row of the table must have {len(header)} cells (the header's)")
 
     def cell(value: object) -> str:
-        return format(value, fmt) if isinstance(value, float) else str(value)
+        text = format(value, fmt) if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|")  # |x| or p(x|y) in a cell must not split it
 
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
