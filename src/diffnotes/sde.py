@@ -271,12 +271,13 @@ def predictor_corrector(
     def step(i: int, pair: tuple[float, float], x: Tensor) -> tuple[Tensor, Tensor | None]:
         t, t_next = pair
         sigma_t, B = float(sde.sigma(t)), x.shape[0]
+        alpha = sde.langevin_alpha(t, t_next) if n_corrector else 0.0
         for _ in range(n_corrector):
             score = -_eps(model, x, t, first=i == 0) / sigma_t
             z = noise_like(x, generator)
             grad_norm = score.reshape(B, -1).norm(dim=-1).mean()
             noise_norm = z.reshape(B, -1).norm(dim=-1).mean()
-            step_size = 2 * sde.langevin_alpha(t, t_next) * (snr * noise_norm / grad_norm) ** 2
+            step_size = 2 * alpha * (snr * noise_norm / grad_norm) ** 2
             x = x + step_size * score + torch.sqrt(2 * step_size) * z
         eps = _eps(model, x, t, first=i == 0)
         score = -eps / sigma_t
