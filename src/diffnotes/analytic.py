@@ -71,14 +71,6 @@ class GaussianMixture:
             raise ValueError(f"x must have {self.dim} features per sample, got {tuple(x.shape)}")
         return x.reshape(x.shape[0], -1).to(_F64)
 
-    def _coeffs(self, schedule: NoiseSchedule, t: Time, x: Tensor) -> tuple[Tensor, Tensor]:
-        """alpha_bar(t), sigma(t) as float64 (B|1, 1)."""
-        ab = torch.as_tensor(schedule.alpha_bar(t), dtype=_F64).reshape(-1, 1).to(x.device)
-        sig = torch.as_tensor(schedule.sigma(t), dtype=_F64).reshape(-1, 1).to(x.device)
-        if ab.shape[0] not in (1, x.shape[0]) or sig.shape != ab.shape:
-            raise ValueError(f"t must be a scalar or have shape (B,) = ({x.shape[0]},)")
-        return ab, sig
-
     def _terms(self, xf: Tensor, ab: Tensor, sig: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """log w_k N(x; m_k, v_k) (B, K) and m_k / v_k, 1 / v_k (B|1, K, D) of the noisy components.
 
@@ -106,8 +98,16 @@ class GaussianMixture:
         """sum_k r_k a_k: posterior average of a per-component (B|1, K, D) table -> (B, D)."""
         return r @ a[0] if a.shape[0] == 1 else (r[:, :, None] * a).sum(1)
 
-    def _score(self, xf: Tensor, ab: Tensor, sig: Tensor) -> Tensor:
-        logj, mv, inv = self._terms(xf, ab, sig)
+    def _at(self, x: Tensor, t: Time, schedule: NoiseSchedule) -> tuple[Tensor, ...]:
+        """(x as float64 (B, D), alpha_bar, sigma (B|1, 1), then `_terms`) of the mixture at x_t."""
+        xf = self._flat(x)
+        ab = torch.as_tensor(schedule.alpha_bar(t), dtype=_F64).reshape(-1, 1).to(x.device)
+        sig = torch.as_tensor(schedule.sigma(t), dtype=_F64).reshape(-1, 1).to(x.device)
+        if ab.shape[0] not in (1, x.shape[0]) or sig.shape != ab.shape:
+            raise ValueError(f"t must be a scalar or have shape (B,) = ({x.shape[0]},)")
+        return xf, ab, sig, *self._terms(xf, ab, sig)
+
+    def _mixture_score(self, xf: Tensor, logj: Tensor, mv: Tensor, inv: Tensor) -> Tensor:
         r = torch.softmax(logj, -1)
         # grad log p_t = sum_k p(k | x_t) (m_k - x) / v_k
         return self._avg(r, mv) - xf * self._avg(r, inv)
@@ -154,29 +154,25 @@ class GaussianMixture:
 
     def log_prob_t(self, x: Tensor, t: Time, schedule: NoiseSchedule) -> Tensor:
         """log p_t(x_t) (B,)."""
-        xf = self._flat(x)
-        return torch.logsumexp(self._terms(xf, *self._coeffs(schedule, t, x))[0], -1).to(x.dtype)
+        return torch.logsumexp(self._at(x, t, schedule)[3], -1).to(x.dtype)
 
     def class_posterior(self, x: Tensor, t: Time, schedule: NoiseSchedule) -> Tensor:
         """p(y = k | x_t) (B, K): Bayes' rule over the noisy components."""
-        xf = self._flat(x)
-        return torch.softmax(self._terms(xf, *self._coeffs(schedule, t, x))[0], -1).to(x.dtype)
+        return torch.softmax(self._at(x, t, schedule)[3], -1).to(x.dtype)
 
     def score(self, x: Tensor, t: Time, schedule: NoiseSchedule) -> Tensor:
         """grad_x log p_t(x) = sum_k p(k | x_t) (m_k - x) / v_k."""
-        s = self._score(self._flat(x), *self._coeffs(schedule, t, x))
-        return s.reshape(x.shape).to(x.dtype)
+        xf, _, _, *terms = self._at(x, t, schedule)
+        return self._mixture_score(xf, *terms).reshape(x.shape).to(x.dtype)
 
     def eps(self, x: Tensor, t: Time, schedule: NoiseSchedule) -> Tensor:
         """The optimal eps-predictor E[eps | x_t] = -sigma(t) score (Tweedie; Ho et al. eq. 11)."""
-        ab, sig = self._coeffs(schedule, t, x)
-        return (-sig * self._score(self._flat(x), ab, sig)).reshape(x.shape).to(x.dtype)
+        xf, _, sig, *terms = self._at(x, t, schedule)
+        return (-sig * self._mixture_score(xf, *terms)).reshape(x.shape).to(x.dtype)
 
     def x0_mean(self, x: Tensor, t: Time, schedule: NoiseSchedule) -> Tensor:
         """E[x0 | x_t] = sum_k p(k | x_t) (mu_k + sqrt(alpha_bar) Sigma_k / v_k (x - m_k))."""
-        xf = self._flat(x)
-        ab, sig = self._coeffs(schedule, t, x)
-        logj, mv, inv = self._terms(xf, ab, sig)
+        xf, ab, _, logj, mv, inv = self._at(x, t, schedule)
         r = torch.softmax(logj, -1)
         gain = ab.sqrt()[: inv.shape[0], :, None] * self.variances.to(xf.device)[None] * inv
         x0 = self._avg(r, self.means.to(xf.device)[None] - gain * mv / inv) + xf * self._avg(
@@ -184,16 +180,12 @@ class GaussianMixture:
         )
         return x0.reshape(x.shape).to(x.dtype)
 
-    def _component_scores(self, x: Tensor, t: Time, schedule: NoiseSchedule, y: Any):
-        """score of component y, (m_y - x) / v_y, with sigma and the (B, K) log joint."""
-        xf = self._flat(x)
-        ab, sig = self._coeffs(schedule, t, x)
-        logj, mv, inv = self._terms(xf, ab, sig)
-        k = self._select(y, x.shape[0], x.device)
+    def _component_score(self, x: Tensor, t: Time, schedule: NoiseSchedule, y: Any):
+        """The score of component y, (m_y - x) / v_y, and `_at`'s terms."""
+        terms = xf, _, _, _, mv, inv = self._at(x, t, schedule)
         B = x.shape[0]
-        idx = torch.arange(B, device=x.device)
-        s_y = mv.expand(B, -1, -1)[idx, k] - xf * inv.expand(B, -1, -1)[idx, k]
-        return xf, s_y, sig, logj, mv, inv
+        idx, k = torch.arange(B, device=x.device), self._select(y, B, x.device)
+        return mv.expand(B, -1, -1)[idx, k] - xf * inv.expand(B, -1, -1)[idx, k], terms
 
     # -- models of the shared protocols ------------------------------------------------------
     def eps_model(self, schedule: NoiseSchedule) -> Callable[[Tensor, Tensor], Tensor]:
@@ -206,7 +198,7 @@ class GaussianMixture:
         def model(x: Tensor, t: Tensor, y: Any = None) -> Tensor:
             if y is None:
                 return self.eps(x, t, schedule)
-            _, s_y, sig, *_ = self._component_scores(x, t, schedule, y)
+            s_y, (_, _, sig, *_) = self._component_score(x, t, schedule, y)
             return (-sig * s_y).reshape(x.shape).to(x.dtype)
 
         return model
@@ -215,10 +207,8 @@ class GaussianMixture:
         """The perfect classifier's gradient grad_x log p(y | x_t) = score_y(x) - score(x)."""
 
         def grad(x: Tensor, t: Tensor, y: Any) -> Tensor:
-            xf, s_y, _, logj, mv, inv = self._component_scores(x, t, schedule, y)
-            r = torch.softmax(logj, -1)
-            g = s_y - (self._avg(r, mv) - xf * self._avg(r, inv))
-            return g.reshape(x.shape).to(x.dtype)
+            s_y, (xf, _, _, *terms) = self._component_score(x, t, schedule, y)
+            return (s_y - self._mixture_score(xf, *terms)).reshape(x.shape).to(x.dtype)
 
         return grad
 

@@ -124,16 +124,5 @@ def replace_inpaint(
 
     RePaint without resampling (jump_n_sample = 1); cf. Song et al. 2021, Appendix I.2.
     """
-    return repaint(
-        model,
-        schedule,
-        x_known,
-        mask,
-        x_T,
-        jump_length=1,
-        jump_n_sample=1,
-        ts=ts,
-        variance=variance,
-        generator=generator,
-        progress=progress,
-    )
+    kw = dict(ts=ts, variance=variance, generator=generator, progress=progress)
+    return repaint(model, schedule, x_known, mask, x_T, jump_length=1, jump_n_sample=1, **kw)

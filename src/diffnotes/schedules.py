@@ -65,6 +65,25 @@ def _as_float64(values, name: str) -> Tensor:
     return out.clone()
 
 
+def _int_steps(t: TimeLike, name: str, low: int, T: int, vector: bool = False) -> Tensor:
+    """Integer steps in low..T-1 as a CPU long tensor; with vector, a non-empty 1-D list of them."""
+    t = torch.as_tensor(t)
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise ValueError(f"{name} must be integer steps in {low}..{T - 1}, got dtype {t.dtype}")
+    if vector and (t.ndim != 1 or t.numel() < 1):
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of integer steps")
+    t = t.to(device="cpu", dtype=torch.long)
+    if t.numel() and (t.min() < low or t.max() > T - 1):
+        got = f"{int(t.min())}..{int(t.max())}"
+        raise ValueError(f"{name} must lie in {low}..{T - 1} (T={T}), got {got}")
+    return t
+
+
+def _betas_of(alpha_bar: Tensor) -> Tensor:
+    """beta_i = 1 - alpha_bar_i / alpha_bar_{i-1}, with alpha_bar_{-1} = 1."""
+    return 1.0 - alpha_bar / torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+
+
 def expand_as(values: Tensor | float, x: Tensor) -> Tensor | float:
     """Broadcast a scalar or a per-sample (B,) table lookup against x (B, ...), in x's dtype."""
     if not isinstance(values, Tensor):
@@ -118,13 +137,7 @@ class DiscreteSchedule:
         )
 
     def _index(self, t: TimeLike) -> Tensor:
-        t = torch.as_tensor(t)
-        if t.is_floating_point() or t.dtype == torch.bool:
-            raise ValueError(f"t must be integer steps in -1..{self.T - 1}, got dtype {t.dtype}")
-        t = t.to(device="cpu", dtype=torch.long)
-        if t.numel() and (t.min() < -1 or t.max() > self.T - 1):
-            raise ValueError(f"t must lie in -1..{self.T - 1} (T={self.T}), got {t.tolist()}")
-        return t
+        return _int_steps(t, "t", -1, self.T)
 
     def alpha_bar(self, t: TimeLike) -> Tensor:
         """alpha_bar_t = prod_{s<=t} (1 - beta_s) as float64; t = -1 gives 1 (clean data)."""
@@ -145,12 +158,7 @@ class DiscreteSchedule:
         """Validate a sampling step list: strictly decreasing integers in 0..T-1 (None: all T)."""
         if ts is None:
             return list(range(self.T - 1, -1, -1))
-        t = torch.as_tensor(ts)
-        if t.is_floating_point() or t.ndim != 1 or t.numel() < 1:
-            raise ValueError("ts must be a non-empty 1-D sequence of integer steps")
-        steps = [int(v) for v in t.tolist()]
-        if min(steps) < 0 or max(steps) > self.T - 1:
-            raise ValueError(f"ts must lie in 0..{self.T - 1} (T={self.T}), got {min(steps)}..")
+        steps = _int_steps(ts, "ts", 0, self.T, vector=True).tolist()
         if any(b >= a for a, b in zip(steps[:-1], steps[1:])):
             raise ValueError(
                 "ts must be strictly decreasing (sampling order), e.g. [999, 979, ...]"
@@ -213,8 +221,7 @@ def from_alphas_cumprod(alphas_cumprod: Tensor | Sequence[float]) -> DiscreteSch
     ac = _as_float64(alphas_cumprod, "alphas_cumprod")
     if (ac <= 0).any() or (ac >= 1).any() or (ac[1:] >= ac[:-1]).any():
         raise ValueError("alphas_cumprod must be strictly decreasing in (0, 1)")
-    prev = torch.cat([ac.new_ones(1), ac[:-1]])
-    return DiscreteSchedule(1.0 - ac / prev)
+    return DiscreteSchedule(_betas_of(ac))
 
 
 def to_diffusers(schedule: DiscreteSchedule) -> dict:
@@ -285,17 +292,11 @@ def respace(schedule: DiscreteSchedule, steps: TimeLike) -> DiscreteSchedule:
     Exactly iDDPM's SpacedDiffusion: alpha_bar is unchanged at kept steps; `.timesteps` maps the new
     indices 0..len-1 to the original steps, which is what a model trained on `schedule` expects.
     """
-    t = torch.as_tensor(steps)
-    if t.is_floating_point() or t.ndim != 1 or t.numel() < 1:
-        raise ValueError("steps must be a non-empty 1-D sequence of integer steps")
-    kept = torch.unique(t.to(torch.long).cpu())  # sorted ascending
+    t = _int_steps(steps, "steps", 0, schedule.T, vector=True)
+    kept = torch.unique(t)  # sorted ascending
     if kept.numel() != t.numel():
         raise ValueError("steps must not repeat")
-    if kept[0] < 0 or kept[-1] > schedule.T - 1:
-        raise ValueError(f"steps must lie in 0..{schedule.T - 1}, got {kept.tolist()}")
-    ac = schedule.alphas_cumprod[kept]
-    prev = torch.cat([ac.new_ones(1), ac[:-1]])
-    return DiscreteSchedule(1.0 - ac / prev, timesteps=schedule.timesteps[kept])
+    return DiscreteSchedule(_betas_of(schedule.alphas_cumprod[kept]), schedule.timesteps[kept])
 
 
 def sigma_ladder(sigma_max: float = 1.0, sigma_min: float = 0.01, L: int = 10) -> Tensor:
