@@ -32,11 +32,50 @@ def zero_eps(x, t):
         (lambda: dn.langevin(lambda x: x, X, n_steps=3, step_size=-1.0), "step_size"),
         (lambda: dn.predictor_corrector(zero_eps, dn.VPSDE(), dn.time_steps(3), X, snr=0), "snr"),
         (lambda: dn.probability_flow(zero_eps, dn.VPSDE(), [1.0, 0.5], X, method="rk4"), "method"),
+        # a negative or NaN tolerance: scipy would warn and clip, or fail on a misleading time
+        (lambda: dn.probability_flow(zero_eps, dn.VPSDE(), [1.0, 0.5], X, rtol=-1.0), "rtol"),
+        (lambda: dn.probability_flow(zero_eps, dn.VPSDE(), [1.0, 0.5], X, atol=math.nan), "atol"),
+        (lambda: dn.log_likelihood(zero_eps, dn.VPSDE(), X, rtol=0.0), "rtol must be a finite"),
+        # a schedule or SDE of the wrong kind is named, not an AttributeError deep inside
+        (lambda: dn.ddpm(zero_eps, "linear", None, X), "schedule must be a DiscreteSchedule"),
+        (lambda: dn.ddim(zero_eps, dn.VPSDE(), None, X), "schedule must be a DiscreteSchedule"),
+        (lambda: dn.euler(zero_eps, None, None, X), "schedule must be a DiscreteSchedule"),
+        (lambda: dn.repaint(zero_eps, "x", X, torch.ones(2), X), "schedule must be"),
+        (lambda: dn.q_sample("linear", X, 3, X), "schedule must be a DiscreteSchedule"),
+        (lambda: dn.reverse_sde(zero_eps, SCHED, [1.0, 0.5], X), "sde must be a VPSDE"),
+        (lambda: dn.probability_flow(zero_eps, "vp", [1.0, 0.5], X), "sde must be a VPSDE"),
+        (lambda: dn.log_likelihood(zero_eps, SCHED, X), "sde must be a VPSDE"),
+        # schedule hyperparameters: sqrt of a negative beta, or a string, named before any work
+        (
+            lambda: dn.scaled_linear_schedule(100, beta_start=-1.0),
+            "beta_start must be in \\(0, 1\\)",
+        ),
+        (lambda: dn.linear_schedule(100, beta_end="0.02"), "beta_end must be a finite number"),
+        (lambda: dn.linear_schedule(100, beta_start=math.nan), "beta_start must be a finite"),
+        # conversions: alpha_bar outside (0, 1] makes a NaN; at 1 there is no noise to predict
+        (lambda: dn.eps_to_x0(X, X, 0.0), "alpha_bar must lie in \\(0, 1\\]"),
+        (lambda: dn.eps_to_x0(X, X, torch.tensor([1.5])), "alpha_bar must lie in \\(0, 1\\]"),
+        (lambda: dn.x0_to_eps(X, X, 1.0), "alpha_bar must lie in \\(0, 1\\)"),
+        (lambda: dn.x0_to_v(X, X, torch.ones(8)), "alpha_bar must lie in \\(0, 1\\)"),
+        (lambda: dn.eps_to_v(X, X, math.nan), "alpha_bar must lie in"),
     ],
 )
 def test_refused_with_the_argument_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_conversions_accept_clean_data_where_defined():
+    # alpha_bar = 1 (t = -1, clean data): x0 = x_t, and the sampler's last step relies on it
+    torch.testing.assert_close(dn.eps_to_x0(X, X, 1.0), X)
+    torch.testing.assert_close(dn.v_to_x0(X, X, torch.ones(8)), X)
+
+
+def test_q_sample_names_the_step_argument():
+    with pytest.raises(ValueError, match="t_prev must lie in -1..99"):
+        dn.q_posterior(SCHED, X, X, 5, 100)
+    with pytest.raises(ValueError, match="^t must lie in -1..99"):
+        dn.q_sample(SCHED, X, 100, X)
 
 
 def test_learned_variance_outside_its_range_is_refused():

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from diffnotes.schedules import DiscreteSchedule, TimeLike, expand_as
+from diffnotes.schedules import DiscreteSchedule, TimeLike, check_schedule, expand_as
 
 __all__ = ["q_sample", "q_posterior", "posterior_coefs", "learned_log_variance", "noise_like"]
 
@@ -54,13 +54,14 @@ def noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
 
 
 def _per_sample(schedule: DiscreteSchedule, t: TimeLike, x: Tensor, name: str) -> Tensor:
+    check_schedule(schedule)
     t = torch.as_tensor(t)
     if t.ndim > 1 or (t.ndim == 1 and t.shape[0] not in (1, x.shape[0])):
         raise ValueError(f"{name} must be an int or have shape (B,) = ({x.shape[0]},)")
     try:
         return schedule.alpha_bar(t)
     except ValueError as err:
-        raise ValueError(f"{name}: {err}") from None
+        raise ValueError(str(err).replace("t must", f"{name} must", 1)) from None
 
 
 def q_sample(schedule: DiscreteSchedule, x0: Tensor, t: TimeLike, eps: Tensor) -> Tensor:

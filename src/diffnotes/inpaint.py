@@ -11,7 +11,7 @@ from torch import Tensor
 from diffnotes.forward import VARIANCES, noise_like
 from diffnotes.param import EpsModel
 from diffnotes.samplers import p_sample
-from diffnotes.schedules import DiscreteSchedule
+from diffnotes.schedules import DiscreteSchedule, check_schedule
 from diffnotes.util import check_batch, check_choice, check_int, run_chain
 
 __all__ = ["jump_schedule", "repaint", "replace_inpaint"]
@@ -83,7 +83,9 @@ def repaint(
     """
     check_choice(variance, "variance", VARIANCES)
     mask = _check_inpaint(x_known, mask, x_T)
-    levels = schedule.check_steps(ts)[::-1]  # level k -> step levels[k]; level -1 is clean data
+    levels = check_schedule(schedule).check_steps(ts)[
+        ::-1
+    ]  # level k -> step levels[k]; level -1 is clean data
     times = jump_schedule(len(levels), jump_length, jump_n_sample)
 
     def ab(k: int) -> float:

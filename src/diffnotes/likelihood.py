@@ -18,26 +18,21 @@ from torch import Tensor
 
 from diffnotes.forward import VARIANCES, learned_log_variance, posterior_coefs, q_sample
 from diffnotes.param import EpsModel
-from diffnotes.schedules import DiscreteSchedule, expand_as
-from diffnotes.sde import SDE, _ode_drift
+from diffnotes.schedules import DiscreteSchedule, check_schedule, expand_as
+from diffnotes.sde import SDE, _ode_drift, check_sde
 from diffnotes.util import (
     call_model,
     check_batch,
     check_choice,
     check_int,
     check_model_output,
+    check_number,
     mean_flat,
     progress_bar,
     split_batch,
 )
 
 __all__ = ["vlb_bits_per_dim", "normal_kl", "log_likelihood", "bits_per_dim"]
-
-
-def check_schedule(schedule: DiscreteSchedule) -> None:
-    """Refuse anything but a DiscreteSchedule (the VLB and the DDPM losses need its tables)."""
-    if not isinstance(schedule, DiscreteSchedule):
-        raise ValueError(f"schedule must be a DiscreteSchedule, got {type(schedule).__name__}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,8 +205,11 @@ def log_likelihood(
     """
     from scipy.integrate import solve_ivp
 
+    check_sde(sde)
     check_batch(x0, "x0")
     check_int(n_hutchinson, "n_hutchinson", 1)
+    check_number(rtol, "rtol", positive=True)
+    check_number(atol, "atol", positive=True)
     t_min = sde.eps if t_min is None else float(t_min)
     if not 0 <= t_min < sde.T:
         raise ValueError(f"t_min must lie in [0, 1), got {t_min}")

@@ -20,14 +20,13 @@ from torch import Tensor, nn
 
 from diffnotes.forward import noise_like, q_sample
 from diffnotes.likelihood import (
-    check_schedule,
     normal_kl,
     p_mean_logvar,
     vb_term,
     vlb_bits_per_dim,
 )
-from diffnotes.schedules import DiscreteSchedule, expand_as
-from diffnotes.sde import SDE
+from diffnotes.schedules import DiscreteSchedule, check_schedule, expand_as
+from diffnotes.sde import SDE, check_sde
 from diffnotes.util import (
     call_model,
     check_choice,
@@ -179,8 +178,7 @@ def sde_loss(
     t ~ U[t_min, 1] (t_min = sde.eps), x_t = sqrt(alpha_bar(t)) x0 + sigma(t) z, loss = mean
     ||eps_theta(x_t, t) - z||^2: the score -eps/sigma matched with the likelihood-free weighting.
     """
-    if not isinstance(sde, SDE):
-        raise ValueError(f"sde must be a VPSDE, SubVPSDE or VESDE, got {type(sde).__name__}")
+    check_sde(sde)
     t_min = check_in(sde.eps if t_min is None else t_min, "t_min", 0, 1, "[)")
     check_in(p_uncond, "p_uncond", 0, 1, "[)")
 
@@ -190,7 +188,8 @@ def sde_loss(
         t = (t_min + (1.0 - t_min) * u.cpu().double()).clamp(max=1.0)
         z = noise_like(x0, generator)
         y = _drop_labels(y, p_uncond, null_label, generator)
-        x_t = expand_as(sde.alpha_bar(t).sqrt(), x0) * x0 + expand_as(sde.sigma(t), x0) * z
+        mean, std = sde.marginal(x0, t)  # p_0t(x_t | x0)
+        x_t = mean + std * z
         out = call_model(model, x_t, t.to(device=x0.device, dtype=x0.dtype), y)
         check_model_output(out, x0, "eps", channels=1)
         return mean_flat((out - z) ** 2).mean()

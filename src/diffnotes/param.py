@@ -33,11 +33,25 @@ EpsModel = Callable[[Tensor, Tensor], Tensor]
 PREDICTIONS = ("eps", "x0", "v", "score")
 
 
-def _coefs(alpha_bar: Tensor | float, x: Tensor) -> tuple[Tensor | float, Tensor | float]:
+def _coefs(
+    alpha_bar: Tensor | float, x: Tensor, clean: bool = True
+) -> tuple[Tensor | float, Tensor | float]:
+    """(sqrt(ab), sqrt(1 - ab)) with ab in (0, 1]; without ``clean`` ab = 1 (no noise) is refused
+    too, where the conversion divides by sqrt(1 - ab)."""
     if isinstance(alpha_bar, (int, float)):  # samplers pass floats: keep the per-step cost low
+        if not (0.0 < alpha_bar < 1.0 or (clean and alpha_bar == 1.0)):
+            _refuse(alpha_bar, clean)
         return math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
     ab = torch.as_tensor(alpha_bar, dtype=torch.float64)
+    if not bool(((ab > 0) & ((ab <= 1) if clean else (ab < 1))).all()):
+        _refuse(ab, clean)
     return expand_as(ab.sqrt(), x), expand_as((1.0 - ab).sqrt(), x)
+
+
+def _refuse(alpha_bar: Tensor | float, clean: bool) -> None:
+    # outside (0, 1] a square root turns NaN; at 1 the noise, and so eps and v, are undefined
+    interval = "(0, 1]" if clean else "(0, 1) (no noise at alpha_bar = 1: eps and v are undefined)"
+    raise ValueError(f"alpha_bar must lie in {interval}, got {alpha_bar}")
 
 
 def eps_to_x0(x_t: Tensor, eps: Tensor, alpha_bar: Tensor | float) -> Tensor:
@@ -50,7 +64,7 @@ def eps_to_x0(x_t: Tensor, eps: Tensor, alpha_bar: Tensor | float) -> Tensor:
 
 def x0_to_eps(x_t: Tensor, x0: Tensor, alpha_bar: Tensor | float) -> Tensor:
     """eps = (x_t - sqrt(ab) x0) / sqrt(1 - ab)."""
-    a, s = _coefs(alpha_bar, x_t)
+    a, s = _coefs(alpha_bar, x_t, clean=False)
     return (x_t - a * x0) / s
 
 
@@ -74,7 +88,7 @@ def v_to_x0(x_t: Tensor, v: Tensor, alpha_bar: Tensor | float) -> Tensor:
 
 def x0_to_v(x_t: Tensor, x0: Tensor, alpha_bar: Tensor | float) -> Tensor:
     """v = (sqrt(ab) x_t - x0) / sqrt(1 - ab)."""
-    a, s = _coefs(alpha_bar, x_t)
+    a, s = _coefs(alpha_bar, x_t, clean=False)
     return (a * x_t - x0) / s
 
 

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from diffnotes.forward import VARIANCES, learned_log_variance, noise_like, posterior_coefs
 from diffnotes.param import EpsModel, eps_to_x0, x0_to_eps
-from diffnotes.schedules import DiscreteSchedule
+from diffnotes.schedules import DiscreteSchedule, check_schedule
 from diffnotes.util import (
     check_batch,
     check_choice,
@@ -82,7 +82,7 @@ def p_sample(
     samplers pass it for their first step only, since each check is a host sync on a GPU.
     """
     check_choice(variance, "variance", VARIANCES)
-    ab, ab_prev = _ab(schedule, t), _ab(schedule, t_prev)
+    ab, ab_prev = _ab(check_schedule(schedule), t), _ab(schedule, t_prev)
     what = "eps and v" if variance == "learned" else "eps"
     out = _call(model, x, _model_t(schedule, t, x), what=what, first=check_output)
     eps, v = out.chunk(2, dim=1) if variance == "learned" else (out, None)
@@ -123,7 +123,7 @@ def ddpm(
     With trajectory=True returns (x0, dict(x_t=[x_T, ..., x0], x0_pred=[one per step])).
     """
     check_choice(variance, "variance", VARIANCES)
-    pairs = _pairs(schedule.check_steps(ts))
+    pairs = _pairs(check_schedule(schedule).check_steps(ts))
     kw = dict(variance=variance, clip_x0=clip_x0, generator=generator)
 
     def step(i: int, pair: tuple[int, int], x: Tensor) -> tuple[Tensor, Tensor]:
@@ -158,7 +158,7 @@ def ddim(
         raise ValueError(
             f"eta must lie in [0, 1] (eta > 1 makes sigma_t^2 > 1 - alpha_bar_prev), got {eta!r}"
         )
-    pairs = _pairs(schedule.check_steps(ts))
+    pairs = _pairs(check_schedule(schedule).check_steps(ts))
 
     def step(i: int, pair: tuple[int, int], x: Tensor) -> tuple[Tensor, Tensor]:
         t, t_prev = pair
@@ -198,7 +198,9 @@ def ddim_invert(
     refines each x_t towards the exact inverse of the decoder step, x_t = (x_{t_prev} - c eps(x_t,
     t)) / a, by fixed-point iteration (as in exact-inversion methods), one model call each.
     """
-    upward = _pairs(schedule.check_steps(ts))[::-1]  # (t, t_prev) with t rising, from (t_min, -1)
+    upward = _pairs(check_schedule(schedule).check_steps(ts))[
+        ::-1
+    ]  # (t, t_prev) with t rising, from (t_min, -1)
     check_int(fixed_point_iters, "fixed_point_iters", 0)
 
     def step(i: int, pair: tuple[int, int], x: Tensor) -> tuple[Tensor, Tensor]:
@@ -234,7 +236,7 @@ def euler(
     sample_euler, diffusers' EulerDiscreteScheduler). x_T is the usual N(0, I) noise at ts[0];
     trajectory x_t are mapped back to the VP scale.
     """
-    steps = schedule.check_steps(ts)
+    steps = check_schedule(schedule).check_steps(ts)
     sig = [math.sqrt((1.0 - _ab(schedule, t)) / _ab(schedule, t)) for t in steps] + [0.0]
 
     def step(i: int, t: int, x: Tensor) -> tuple[Tensor, Tensor]:

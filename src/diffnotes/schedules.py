@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffnotes.util import check_choice, check_int, check_number
+from diffnotes.util import check_choice, check_in, check_instance, check_int, check_number
 
 __all__ = [
     "DiscreteSchedule",
@@ -35,6 +35,7 @@ __all__ = [
     "sigma_ladder",
     "expand_as",
     "NoiseSchedule",
+    "check_schedule",
 ]
 
 TimeLike = int | Sequence[int] | Tensor
@@ -166,11 +167,22 @@ class DiscreteSchedule:
         return steps
 
 
+def _check_betas(beta_start: float, beta_end: float) -> None:
+    check_in(beta_start, "beta_start", 0, 1, "()")
+    check_in(beta_end, "beta_end", 0, 1, "()")
+
+
+def check_schedule(schedule: object) -> DiscreteSchedule:
+    """``schedule`` if it is a DiscreteSchedule: samplers, losses and the VLB read its tables."""
+    return check_instance(schedule, "schedule", DiscreteSchedule, "a DiscreteSchedule")
+
+
 def linear_schedule(
     T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
 ) -> DiscreteSchedule:
     """DDPM's linear betas from beta_start to beta_end (Ho et al. 2020, Sec. 4)."""
     T = check_int(T, "T", 1)
+    _check_betas(beta_start, beta_end)
     return DiscreteSchedule(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))
 
 
@@ -179,6 +191,7 @@ def scaled_linear_schedule(
 ) -> DiscreteSchedule:
     """Latent diffusion's betas, linear in sqrt(beta) (Rombach et al. 2022; 'scaled_linear')."""
     T = check_int(T, "T", 1)
+    _check_betas(beta_start, beta_end)
     root = torch.linspace(math.sqrt(beta_start), math.sqrt(beta_end), T, dtype=torch.float64)
     return DiscreteSchedule(root**2)
 

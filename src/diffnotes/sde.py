@@ -23,6 +23,7 @@ from diffnotes.util import (
     check_batch,
     check_choice,
     check_finite_result,
+    check_instance,
     check_int,
     check_model_output,
     check_number,
@@ -34,6 +35,7 @@ __all__ = [
     "VPSDE",
     "SubVPSDE",
     "VESDE",
+    "check_sde",
     "time_steps",
     "reverse_sde",
     "predictor_corrector",
@@ -187,6 +189,11 @@ class VESDE(SDE):
         return torch.zeros_like(x), math.sqrt(float(self.sigma(t) ** 2 - self.sigma(t_next) ** 2))
 
 
+def check_sde(sde: object) -> SDE:
+    """``sde`` if it is one of this module's SDEs (the samplers, losses and likelihood need one)."""
+    return check_instance(sde, "sde", SDE, "a VPSDE, SubVPSDE or VESDE")
+
+
 def time_steps(n: int, t_min: float = 1e-3) -> Tensor:
     """n + 1 decreasing float64 times from 1 to t_min: a grid for n sampler steps."""
     check_int(n, "n", 1)
@@ -195,7 +202,8 @@ def time_steps(n: int, t_min: float = 1e-3) -> Tensor:
     return torch.linspace(1.0, t_min, n + 1, dtype=torch.float64)
 
 
-def _check_ts(ts: Tensor | Sequence[float]) -> list[float]:
+def _check_ts(sde: SDE, ts: Tensor | Sequence[float]) -> list[float]:
+    check_sde(sde)
     ts = torch.as_tensor(ts, dtype=torch.float64)
     if ts.ndim != 1 or len(ts) < 2:
         raise ValueError(f"ts must be a 1-D list of >= 2 times, got shape {tuple(ts.shape)}")
@@ -265,7 +273,7 @@ def predictor_corrector(
     check_choice(predictor, "predictor", ("reverse_diffusion", "euler"))
     check_int(n_corrector, "n_corrector", 0)
     check_number(snr, "snr", positive=True)
-    times = _check_ts(ts)
+    times = _check_ts(sde, ts)
     name = "reverse_sde" if (predictor, n_corrector) == ("euler", 0) else "predictor_corrector"
 
     def step(i: int, pair: tuple[float, float], x: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -323,7 +331,9 @@ def probability_flow(
     Returns x, or (x, traj) with trajectory, then nfe appended when return_nfe.
     """
     check_choice(method, "method", ("euler", "heun", "rk45"))
-    times = _check_ts(ts)
+    check_number(rtol, "rtol", positive=True)
+    check_number(atol, "atol", positive=True)
+    times = _check_ts(sde, ts)
     dtype = check_batch(x_T, "x_T").dtype
     nfe = 0
 

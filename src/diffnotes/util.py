@@ -72,6 +72,13 @@ def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
     return value  # type: ignore[return-value]
 
 
+def check_instance(value: T, name: str, kind: type | tuple[type, ...], allowed: str) -> T:
+    """``value`` if it is an instance of ``kind``; ``allowed`` says what is accepted, in words."""
+    if not isinstance(value, kind):
+        raise ValueError(f"{name} must be {allowed}, got {type(value).__name__}")
+    return value
+
+
 def check_batch(x: object, name: str) -> Tensor:
     """A finite floating tensor of shape (B, ...) with B >= 1 and at least 2 dimensions."""
     if not isinstance(x, Tensor) or x.ndim < 2 or not x.is_floating_point() or x.shape[0] < 1:
