@@ -1,12 +1,15 @@
 """Parity with diffusers' schedulers: same schedule, same analytic model, same noise."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 from torch.testing import assert_close
 
 from diffnotes.interop import from_diffusers_scheduler, to_diffusers_scheduler, unet_eps_model
-from diffnotes.samplers import ddim, ddpm, euler
+from diffnotes.param import eps_model, eps_to_v, eps_to_x0
+from diffnotes.samplers import ddim, ddim_invert, ddpm, euler
 from diffnotes.schedules import (
     cosine_schedule,
     get_schedule,
@@ -41,7 +44,9 @@ def run_diffusers(scheduler, model, x_T, generator, **step_kw):
     x = x_T * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
         eps = model(scheduler.scale_model_input(x, t), t.reshape(1).expand(x.shape[0]))
-        x = scheduler.step(eps, t, x, generator=generator, **step_kw).prev_sample
+        if generator is not None:  # DDIMInverseScheduler.step takes no generator
+            step_kw["generator"] = generator
+        x = scheduler.step(eps, t, x, **step_kw).prev_sample
     return x
 
 
@@ -174,3 +179,66 @@ def test_unet_eps_model():
     x_T = torch.randn(2, 1, 8, 8)
     sample = ddim(model, linear_schedule(1000), spaced_steps(1000, 3), x_T)
     assert np.isfinite(sample.numpy()).all()
+
+
+def test_ddim_invert_matches_ddim_inverse_scheduler():
+    """DDIM inversion: diffusers' DDIMInverseScheduler steps from t - T/n up to t with eps(x, t)."""
+    schedule = linear_schedule(1000)
+    model = gaussian_eps(schedule, 0.3, 0.5)
+    sched = diffusers.DDIMInverseScheduler(
+        beta_schedule="linear", clip_sample=False, set_alpha_to_one=True, timestep_spacing="leading"
+    )
+    sched.set_timesteps(50)
+    x0 = 0.3 + 0.5 * torch.randn(SHAPE, generator=torch.Generator().manual_seed(2))
+    want = run_diffusers(sched, model, x0, None)
+    got = ddim_invert(model, schedule, spaced_steps(1000, 50, "leading"), x0)
+    assert_close(got, want, **TOL)
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "ddim"])
+def test_clipped_x0_matches_clip_sample(kind):
+    """clip_x0 is diffusers' clip_sample (DDIM: with use_clipped_model_output, as iDDPM does)."""
+    schedule = linear_schedule(1000)
+    model = gaussian_eps(schedule, 0.8, 0.5)  # data near 1: x0 predictions leave [-1, 1] early
+    common = dict(beta_schedule="linear", clip_sample=True, timestep_spacing="leading")
+    if kind == "ddpm":
+        sched, step_kw = diffusers.DDPMScheduler(variance_type="fixed_small", **common), {}
+        ours = ddpm
+    else:
+        sched = diffusers.DDIMScheduler(set_alpha_to_one=True, **common)
+        step_kw, ours = dict(eta=0.5, use_clipped_model_output=True), partial(ddim, eta=0.5)
+    sched.set_timesteps(50)
+    ts = spaced_steps(1000, 50, "leading")
+    x_T, g = x_T_and_gen()
+    want = run_diffusers(sched, model, x_T, g, **step_kw)
+    x_T, g = x_T_and_gen()
+    got = ours(model, schedule, ts, x_T, clip_x0=True, generator=g)
+    assert_close(got, want, **TOL)
+    x_T, g = x_T_and_gen()  # the clip is active here: without it the samples differ
+    unclipped = ours(model, schedule, ts, x_T, generator=g)
+    assert (unclipped - got).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("prediction", ["v", "x0"])
+def test_v_and_x0_models_match_prediction_type(prediction):
+    """param's conversions: a v- or x0-predicting model through eps_model, as diffusers reads it."""
+    schedule = cosine_schedule(1000)
+    eps_fn = gaussian_eps(schedule, 0.3, 0.5)
+    convert = eps_to_v if prediction == "v" else eps_to_x0
+
+    def model(x, t):  # the same exact model, predicting v or x0
+        return convert(x, eps_fn(x, t), schedule.alpha_bar(t))
+
+    kind = {"v": "v_prediction", "x0": "sample"}[prediction]
+    sched = diffusers.DDIMScheduler(
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type=kind,
+        clip_sample=False,
+        set_alpha_to_one=True,
+        timestep_spacing="leading",
+    )
+    sched.set_timesteps(25)
+    x_T, _ = x_T_and_gen()
+    want = run_diffusers(sched, model, x_T, None)
+    got = ddim(eps_model(model, schedule, prediction), schedule, spaced_steps(1000, 25), x_T)
+    assert_close(got, want, **TOL)
