@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,12 +21,14 @@ from diffnotes.util import check_int
 __all__ = ["GaussianMixture", "ring_mixture", "ncsn_toy"]
 
 _F64 = torch.float64
+Values = Tensor | Sequence[float] | Sequence[Sequence[float]]  # what torch.as_tensor accepts
+Label = int | Tensor  # a component index, or one per sample (B,)
 
 
 class GaussianMixture:
     """sum_k w_k N(mu_k, Sigma_k) with isotropic (K,) or diagonal (K, D) covariances."""
 
-    def __init__(self, weights: Any, means: Any, covs: Any) -> None:
+    def __init__(self, weights: Values, means: Values, covs: Values) -> None:
         w = torch.as_tensor(weights, dtype=_F64).detach().cpu()
         mu = torch.as_tensor(means, dtype=_F64).detach().cpu()
         c = torch.as_tensor(covs, dtype=_F64).detach().cpu()
@@ -112,7 +113,7 @@ class GaussianMixture:
         # grad log p_t = sum_k p(k | x_t) (m_k - x) / v_k
         return self._avg(r, mv) - xf * self._avg(r, inv)
 
-    def _select(self, y: Any, B: int, device: torch.device) -> Tensor:
+    def _select(self, y: Label, B: int, device: torch.device) -> Tensor:
         y = torch.as_tensor(y, device=device)
         if y.is_floating_point() or y.ndim > 1 or y.numel() not in (1, B):
             raise ValueError(f"y must be an int or a LongTensor of shape (B,) = ({B},)")
@@ -180,7 +181,7 @@ class GaussianMixture:
         )
         return x0.reshape(x.shape).to(x.dtype)
 
-    def _component_score(self, x: Tensor, t: Time, schedule: NoiseSchedule, y: Any):
+    def _component_score(self, x: Tensor, t: Time, schedule: NoiseSchedule, y: Label):
         """The score of component y, (m_y - x) / v_y, and `_at`'s terms."""
         terms = xf, _, _, _, mv, inv = self._at(x, t, schedule)
         B = x.shape[0]
@@ -192,10 +193,10 @@ class GaussianMixture:
         """EpsModel (x_t, t) -> exact eps under schedule."""
         return lambda x, t: self.eps(x, t, schedule)
 
-    def cond_eps_model(self, schedule: NoiseSchedule) -> Callable[[Tensor, Tensor, Any], Tensor]:
+    def cond_eps_model(self, schedule: NoiseSchedule) -> Callable[[Tensor, Tensor, Label], Tensor]:
         """CondEpsModel (x_t, t, y) -> eps of component y (one class per component); y=None: all."""
 
-        def model(x: Tensor, t: Tensor, y: Any = None) -> Tensor:
+        def model(x: Tensor, t: Tensor, y: Label | None = None) -> Tensor:
             if y is None:
                 return self.eps(x, t, schedule)
             s_y, (_, _, sig, *_) = self._component_score(x, t, schedule, y)
@@ -203,10 +204,10 @@ class GaussianMixture:
 
         return model
 
-    def grad_log_class(self, schedule: NoiseSchedule) -> Callable[[Tensor, Tensor, Any], Tensor]:
+    def grad_log_class(self, schedule: NoiseSchedule) -> Callable[[Tensor, Tensor, Label], Tensor]:
         """The perfect classifier's gradient grad_x log p(y | x_t) = score_y(x) - score(x)."""
 
-        def grad(x: Tensor, t: Tensor, y: Any) -> Tensor:
+        def grad(x: Tensor, t: Tensor, y: Label) -> Tensor:
             s_y, (xf, _, _, *terms) = self._component_score(x, t, schedule, y)
             return (s_y - self._mixture_score(xf, *terms)).reshape(x.shape).to(x.dtype)
 
@@ -216,7 +217,7 @@ class GaussianMixture:
         """ScoreSigmaModel (x, sigma (B,)) -> score of the mixture plus N(0, sigma^2 I) noise."""
         return lambda x, sigma: self.score(x, sigma, _VENoise())
 
-    def conditional(self, mask: Any, x_obs: Any) -> GaussianMixture:
+    def conditional(self, mask: Tensor, x_obs: Values) -> GaussianMixture:
         """p(x_missing | x_observed): the exact inpainting answer on the coords where mask is False.
 
         Diagonal covariances keep coordinates independent within a component, so only the
@@ -240,10 +241,10 @@ class GaussianMixture:
 class _VENoise:
     """x + sigma z: alpha_bar = 1, sigma = the given noise level (for score_sigma_model)."""
 
-    def alpha_bar(self, sigma: Any) -> Tensor:
+    def alpha_bar(self, sigma: Values | float) -> Tensor:
         return torch.ones_like(torch.as_tensor(sigma, dtype=_F64))
 
-    def sigma(self, sigma: Any) -> Tensor:
+    def sigma(self, sigma: Values | float) -> Tensor:
         return torch.as_tensor(sigma, dtype=_F64)
 
 
