@@ -10,11 +10,12 @@ Tables are float64; outputs come back in the dtype and shape of x.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from diffnotes.param import CondEpsModel, EpsModel, GradLogP, ScoreSigmaModel
 from diffnotes.schedules import NoiseSchedule, Time
 from diffnotes.util import check_int
 
@@ -189,11 +190,11 @@ class GaussianMixture:
         return mv.expand(B, -1, -1)[idx, k] - xf * inv.expand(B, -1, -1)[idx, k], terms
 
     # -- models of the shared protocols ------------------------------------------------------
-    def eps_model(self, schedule: NoiseSchedule) -> Callable[[Tensor, Tensor], Tensor]:
+    def eps_model(self, schedule: NoiseSchedule) -> EpsModel:
         """EpsModel (x_t, t) -> exact eps under schedule."""
         return lambda x, t: self.eps(x, t, schedule)
 
-    def cond_eps_model(self, schedule: NoiseSchedule) -> Callable[[Tensor, Tensor, Label], Tensor]:
+    def cond_eps_model(self, schedule: NoiseSchedule) -> CondEpsModel:
         """CondEpsModel (x_t, t, y) -> eps of component y (one class per component); y=None: all."""
 
         def model(x: Tensor, t: Tensor, y: Label | None = None) -> Tensor:
@@ -204,7 +205,7 @@ class GaussianMixture:
 
         return model
 
-    def grad_log_class(self, schedule: NoiseSchedule) -> Callable[[Tensor, Tensor, Label], Tensor]:
+    def grad_log_class(self, schedule: NoiseSchedule) -> GradLogP:
         """The perfect classifier's gradient grad_x log p(y | x_t) = score_y(x) - score(x)."""
 
         def grad(x: Tensor, t: Tensor, y: Label) -> Tensor:
@@ -213,7 +214,7 @@ class GaussianMixture:
 
         return grad
 
-    def score_sigma_model(self) -> Callable[[Tensor, Tensor], Tensor]:
+    def score_sigma_model(self) -> ScoreSigmaModel:
         """ScoreSigmaModel (x, sigma (B,)) -> score of the mixture plus N(0, sigma^2 I) noise."""
         return lambda x, sigma: self.score(x, sigma, _VENoise())
 

@@ -7,14 +7,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from diffnotes.param import EpsModel
+from diffnotes.param import CondEpsModel, EpsModel, GradLogP
 from diffnotes.schedules import NoiseSchedule, expand_as
 from diffnotes.util import check_number
 
 __all__ = ["classifier_free", "classifier_guidance", "classifier_grad"]
-
-CondEpsModel = Callable[[Tensor, Tensor, object], Tensor]
-GradLogP = Callable[[Tensor, Tensor, object], Tensor]
 
 
 def classifier_free(

@@ -29,7 +29,11 @@ __all__ = [
     "PREDICTIONS",
 ]
 
-EpsModel = Callable[[Tensor, Tensor], Tensor]
+# the model protocols every sampler, loss and guidance wrapper is written against
+EpsModel = Callable[[Tensor, Tensor], Tensor]  # (x_t, t (B,)) -> eps_hat
+CondEpsModel = Callable[[Tensor, Tensor, object], Tensor]  # (x_t, t, y) -> eps_hat; y None: uncond.
+ScoreSigmaModel = Callable[[Tensor, Tensor], Tensor]  # NCSN: (x, sigma (B,)) -> grad log p_sigma
+GradLogP = Callable[[Tensor, Tensor, object], Tensor]  # (x_t, t, y) -> grad_x log p(y | x_t)
 PREDICTIONS = ("eps", "x0", "v", "score")
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from diffnotes.forward import VARIANCES, learned_log_variance, noise_like, posterior_coefs
-from diffnotes.param import EpsModel, eps_to_x0, x0_to_eps
+from diffnotes.param import EpsModel, ScoreSigmaModel, eps_to_x0, x0_to_eps
 from diffnotes.schedules import DiscreteSchedule, check_schedule
 from diffnotes.util import (
     check_batch,
@@ -256,7 +256,7 @@ def euler(
 
 
 def annealed_langevin(
-    score_model: Callable[[Tensor, Tensor], Tensor],
+    score_model: ScoreSigmaModel,
     sigmas: Sequence[float] | Tensor,
     x_init: Tensor,
     *,
