@@ -142,6 +142,8 @@ class VPSDE(SDE):
 
     def discretize(self, x: Tensor, t: float, t_next: float) -> tuple[Tensor, float]:
         # DDPM's Markov step between t and t_next: f = (sqrt(1 - beta_i) - 1) x, G = sqrt(beta_i)
+        # with 1 - beta_i = alpha_bar(t) / alpha_bar(t_next), exact on the sampler's own grid;
+        # score_sde reads beta_i from its N-level table at floor(t (N - 1)), the same to O(1/N)
         alpha = self.langevin_alpha(t, t_next)
         return (math.sqrt(alpha) - 1) * x, math.sqrt(1 - alpha)
 
