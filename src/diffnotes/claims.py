@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 ROBUSTNESS_FILE = Path(__file__).parent / "robustness.json"
 
@@ -53,11 +55,15 @@ class Record:
 
 def _number(name: str, value: Any, what: str) -> float:
     try:
+        if isinstance(value, (str, bytes)):  # float("1.5") would take a string for a number
+            raise TypeError
         number = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{what} of claim {name!r} must be a number, got {value!r}") from None
     if math.isnan(number):
         raise ValueError(f"{what} of claim {name!r} is NaN")
+    if math.isinf(number):  # inf passes every > claim and fails every <, whatever was measured
+        raise ValueError(f"{what} of claim {name!r} must be finite, got {number}")
     return number
 
 
@@ -65,6 +71,8 @@ def margin(value: float, op: str, threshold: float) -> float:
     """Signed distance from the threshold: > 0 when ``value op threshold`` holds (0 at the edge)."""
     if op not in OPS:
         raise ValueError(f"op must be one of {tuple(OPS)}, got {op!r}")
+    if math.isnan(value) or math.isnan(threshold):
+        raise ValueError(f"value and threshold must be numbers, got {value!r} and {threshold!r}")
     return threshold - value if op in ("<", "<=") else value - threshold
 
 
@@ -141,7 +149,7 @@ class ClaimLog:
 
     def sanity(self, what: str, ok: bool) -> None:
         """A sanity check (finite, shape, ...): raises unless ``ok``; never counts as a claim."""
-        if not isinstance(ok, bool | int):
+        if not isinstance(ok, bool | int | np.bool_):
             raise ValueError(f"sanity check {what!r} needs a bool, got {type(ok).__name__}")
         if not ok:
             raise AssertionError(f"[{self.chapter}] sanity check failed: {what}")
@@ -214,9 +222,15 @@ def load_summary(path: str | Path | None = None) -> dict[str, Any]:
     path = Path(path) if path is not None else ROBUSTNESS_FILE
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"path={str(path)!r} is not a bench.claims summary: {e}") from None
     if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
         raise ValueError(f"{path} is not a bench.claims summary (no 'claims' list)")
+    keys = {"chapter", "name", "passes", "runs", "worst_margin"}
+    if any(not isinstance(row, dict) or keys - set(row) for row in data["claims"]):
+        raise ValueError(f"{path}: every 'claims' row must be an object with {sorted(keys)}")
     return data
 
 

@@ -24,9 +24,9 @@ from torch import Tensor
 
 from diffnotes.analytic import GaussianMixture
 from diffnotes.forward import q_posterior, q_sample
-from diffnotes.gan import d_loss, g_loss, r1_penalty
-from diffnotes.schedules import DiscreteSchedule
-from diffnotes.util import check_batch, check_int, check_number
+from diffnotes.gan import check_run, d_loss, g_loss, r1_penalty
+from diffnotes.schedules import DiscreteSchedule, check_schedule
+from diffnotes.util import check_batch, check_in, check_instance, check_int, check_number
 
 __all__ = [
     "ddgan_schedule",
@@ -55,14 +55,24 @@ def ddgan_schedule(
     check_int(T, "T", 1)
     check_number(beta_min, "beta_min", positive=True)
     check_number(beta_max, "beta_max", minimum=beta_min)
+    check_in(eps_small, "eps_small", 0, 1, "[)")
     s = torch.arange(T + 1, dtype=_F64) / T * (1 - eps_small) + eps_small
     log_ab = -0.5 * s**2 * (beta_max - beta_min) - s * beta_min
     return DiscreteSchedule(1 - torch.exp(log_ab[1:] - log_ab[:-1]))
 
 
+def _check_x0(schedule: DiscreteSchedule, x: Tensor) -> None:
+    check_schedule(schedule)
+    if not isinstance(x, Tensor) or x.ndim < 2:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x0 must be a batch (B, ...), got {got}")
+
+
 def _steps(schedule: DiscreteSchedule, t: Tensor, x: Tensor) -> Tensor:
-    if t.shape != (x.shape[0],):
-        raise ValueError(f"t must have shape (B,) = ({x.shape[0]},), got {tuple(t.shape)}")
+    _check_x0(schedule, x)
+    if not isinstance(t, Tensor) or t.shape != (x.shape[0],):
+        got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+        raise ValueError(f"t must have shape (B,) = ({x.shape[0]},), got {got}")
     return t
 
 
@@ -82,6 +92,9 @@ def posterior_sample(
     schedule: DiscreteSchedule, x0: Tensor, x_t: Tensor, t: Tensor, noise: Tensor
 ) -> Tensor:
     """x_{t-1} = mean + std noise from q(x_{t-1} | x_t, x0) (Ho et al. eqs. 6-7; t = 0: mean)."""
+    if not isinstance(noise, Tensor) or not isinstance(x_t, Tensor) or noise.shape != x_t.shape:
+        got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+        raise ValueError(f"noise must be a tensor shaped as x_t, got {got}")
     mean, var, _ = q_posterior(schedule, x0, x_t, t)
     return mean + var.sqrt().to(x0.dtype) * noise
 
@@ -106,6 +119,11 @@ def ddgan_sample(
     (a deterministic generator). With ``trajectory`` also returns [x_T, ..., x_0].
     """
     check_batch(x_T, "x_T")
+    check_schedule(schedule)
+    if not callable(G) or not hasattr(getattr(G, "cfg", None), "z_dim"):
+        raise ValueError(
+            f"G must be a generator with cfg.z_dim (DDGANGenerator), got {type(G).__name__}"
+        )
     x, path = x_T, [x_T]
     with torch.no_grad():
         for step in reversed(range(schedule.T)):
@@ -131,6 +149,7 @@ def ddgan_step(
 ) -> dict[str, float]:
     """One D step (non-saturating loss + gamma/2 R1 on the real x_{t-1}) and one G step (eq. 6)."""
     check_number(r1_gamma, "r1_gamma", minimum=0.0)
+    _check_x0(schedule, x0)
     t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator)
     x_prev, x_t = q_sample_pairs(schedule, x0, t, generator)
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
@@ -187,7 +206,11 @@ def train_ddgan(
     check_int(batch_size, "batch_size", 1)
     check_number(lr_g, "lr_g", positive=True)
     check_number(lr_d, "lr_d", positive=True)
-    every = check_int(snapshot_every or steps, "snapshot_every", 1)
+    every = steps if snapshot_every is None else check_int(snapshot_every, "snapshot_every", 1)
+    check_run(G, data, betas, seed, n_snapshot)
+    check_schedule(schedule)
+    if getattr(G.cfg, "kind", "mlp") != "mlp":
+        raise ValueError("G must be an MLP generator (kind='mlp'): snapshots draw x_T (n, dim)")
     g = torch.Generator().manual_seed(seed)
     opt_g = torch.optim.Adam(G.parameters(), lr=lr_g, betas=betas)
     opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=betas)
@@ -216,9 +239,13 @@ def denoising_posterior(
     component k's prior N(sqrt(ab') mu_k, ab' s_k^2 + 1 - ab') times the Gaussian step
     q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t I), with ab' = alpha_bar_{t-1}.
     """
+    check_instance(mixture, "mixture", GaussianMixture, "an isotropic GaussianMixture")
+    check_schedule(schedule)
     if not mixture.isotropic:
         raise ValueError("mixture must be isotropic (covs of shape (K,))")
     check_batch(x_t, "x_t")
+    if x_t[0].numel() != mixture.dim:
+        raise ValueError(f"x_t must have {mixture.dim} coordinates per row, got {x_t[0].numel()}")
     check_int(t, "t", 0, schedule.T - 1)
     x = x_t.to(_F64).reshape(x_t.shape[0], -1)
     ab, ab_prev = float(schedule.alpha_bar(t)), float(schedule.alpha_bar(t - 1))
@@ -274,6 +301,7 @@ def gaussian_gap(
     The Gaussian with the true mean and covariance of q(x_{t-1} | x_t) is the best Gaussian
     reverse step in KL; this is how far even it is from the truth (Xiao et al. Sec. 3.1).
     """
+    check_instance(mixture, "mixture", GaussianMixture, "an isotropic GaussianMixture")
     check_int(n_xt, "n_xt", 1)
     check_int(n_inner, "n_inner", 2)
     x_t = mixture.noisy(schedule, t).sample(n_xt, generator, dtype=_F64)
@@ -295,6 +323,7 @@ def exact_step_sample(
     """Sample by drawing every step from the true q(x_{t-1} | x_t), or (``gaussian``) from its
     moment-matched Gaussian: the best any denoiser of each kind can do in T steps."""
     x = check_batch(x_T, "x_T").to(_F64)
+    check_schedule(schedule)
     for t in reversed(range(schedule.T)):
         w, m, v = denoising_posterior(mixture, schedule, x, t)
         if not gaussian:

@@ -23,7 +23,7 @@ from diffnotes.analytic import GaussianMixture
 from diffnotes.forward import q_sample
 from diffnotes.metrics.samples import mode_stats
 from diffnotes.schedules import DiscreteSchedule, linear_schedule
-from diffnotes.util import check_int, check_number
+from diffnotes.util import check_in, check_instance, check_int, check_number
 
 __all__ = [
     "d_loss",
@@ -89,11 +89,10 @@ class AdaptiveDiffusion:
         check_int(self.T_min, "T_min", 1)
         check_int(self.T_max, "T_max", self.T_min)
         check_int(self.T, "T", self.T_min, self.T_max)
-        check_number(self.d_target, "d_target", minimum=-1.0)
+        check_in(self.d_target, "d_target", -1, 1)  # r_d = E[sign D] lies in [-1, 1]
         check_int(self.C, "C", 0)
         check_int(self.interval, "interval", 1)
-        if not 0.0 <= self.p_clean < 1.0:
-            raise ValueError(f"p_clean must lie in [0, 1), got {self.p_clean!r}")
+        check_in(self.p_clean, "p_clean", 0, 1, "[)")
         self._schedule = linear_schedule(self.T, self.beta_start, self.beta_end)
 
     @property
@@ -144,6 +143,10 @@ def gan_step(
     Without ``diffusion`` this is the vanilla GAN with the same D called at t = -1 (clean).
     Returns the two losses and r_d = E[sign D(y_real)] of this step.
     """
+    if not isinstance(real, Tensor) or not isinstance(z, Tensor) or len(real) != len(z):
+        raise ValueError("real and z must be tensors with one row per sample (the same batch)")
+    if diffusion is not None:
+        check_instance(diffusion, "diffusion", AdaptiveDiffusion, "an AdaptiveDiffusion or None")
     fake = G(z)
     if diffusion is None:
         t = torch.full((real.shape[0],), -1, dtype=torch.long)
@@ -199,7 +202,8 @@ def train_gan(
     check_int(steps, "steps", 1)
     check_int(batch_size, "batch_size", 1)
     check_number(lr, "lr", positive=True)
-    every = check_int(snapshot_every or steps, "snapshot_every", 1)
+    every = steps if snapshot_every is None else check_int(snapshot_every, "snapshot_every", 1)
+    check_run(G, data, betas, seed, n_snapshot)
     z_dim = G.cfg.z_dim
     g = torch.Generator().manual_seed(seed)
     z_fixed = torch.randn(n_snapshot, z_dim, generator=torch.Generator().manual_seed(seed + 1))
@@ -216,6 +220,24 @@ def train_gan(
             T = diffusion.T if diffusion is not None else 0
             snapshots.append({"step": step, "T": T, "samples": samples, **stats})
     return GANRun(G, D, snapshots)
+
+
+def check_run(G: nn.Module, data: Callable, betas: tuple, seed: int, n_snapshot: int) -> None:
+    """The arguments `train_gan` and `train_ddgan` share, checked before any step."""
+    if not isinstance(G, nn.Module) or not hasattr(getattr(G, "cfg", None), "z_dim"):
+        raise ValueError(
+            f"G must be a generator with cfg.z_dim (models.gan), got {type(G).__name__}"
+        )
+    if not callable(data):
+        raise ValueError(
+            f"data must be callable (n, generator) -> samples, got {type(data).__name__}"
+        )
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
+    check_in(betas[0], "betas[0]", 0, 1, "[)")
+    check_in(betas[1], "betas[1]", 0, 1, "[)")
+    check_int(seed, "seed", 0)
+    check_int(n_snapshot, "n_snapshot", 1)
 
 
 # -- the 25-Gaussian grid and mode coverage ----------------------------------------------------
@@ -237,8 +259,11 @@ def mode_coverage(
     A mode counts as covered when at least ``share`` of its fair share N / K of the samples lie
     within k std of it: with 2,500 samples and 25 modes, 20 samples (PacGAN's rule, Lin et al.).
     """
+    check_instance(mixture, "mixture", GaussianMixture, "an isotropic GaussianMixture")
     if not mixture.isotropic:
         raise ValueError("mixture must be isotropic (one std per mode)")
+    if not isinstance(samples, Tensor):
+        raise ValueError(f"samples must be a tensor (N, D), got {type(samples).__name__}")
     if not 0.0 < share <= 1.0:
         raise ValueError(f"share must lie in (0, 1], got {share!r}")
     K = mixture.n_components
@@ -257,6 +282,8 @@ def point_mass_js(theta: Tensor, noise_std: float, *, n_grid: int = 4001) -> Ten
     log 2 wherever theta != 0: flat, so its gradient is zero (Wang et al., Sec. 3.2).
     """
     theta = torch.as_tensor(theta, dtype=torch.float64)
+    if not torch.isfinite(theta).all():
+        raise ValueError("theta contains NaN or inf")
     check_number(noise_std, "noise_std", minimum=0.0)
     check_int(n_grid, "n_grid", 3)
     if noise_std == 0:

@@ -33,7 +33,7 @@ from diffnotes.profile import Profile
 from diffnotes.recipes import fit_cached
 from diffnotes.schedules import DiscreteSchedule, get_schedule
 from diffnotes.train import train
-from diffnotes.util import check_in
+from diffnotes.util import check_in, check_instance, check_int
 
 __all__ = [
     "CAPTIONS",
@@ -75,6 +75,9 @@ class PCAStage:
 
     def encode(self, x: Tensor) -> Tensor:
         """z (B, d) of x (B, D)."""
+        if not isinstance(x, Tensor) or x.ndim < 2 or x[0].numel() != self.mixture.dim:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape (B, {self.mixture.dim}), got {got}")
         return (x.reshape(x.shape[0], -1).double() - self.mean) @ self.U
 
     def decode(self, z: Tensor) -> Tensor:
@@ -93,15 +96,18 @@ def latent_scale(z: Tensor) -> float:
     """LDM's scale_by_std: 1 / std of a batch of latents (SD 1.x: 0.18215, SDXL: 0.13025)."""
     if not isinstance(z, Tensor) or z.numel() < 2 or not bool(torch.isfinite(z).all()):
         raise ValueError("z must be a finite tensor of latents with at least 2 entries")
-    return float(1.0 / z.detach().float().std())
+    std = z.detach().float().std()
+    if float(std) == 0:  # 1 / 0: every latent scaled to inf
+        raise ValueError("z must vary (its std is 0, so 1 / std would be inf)")
+    return float(1.0 / std)
 
 
 def autoencoder_config(profile: Profile, factor: int = 4, latent_channels: int = 4):
     """The shapes autoencoder at downsampling ``factor`` (2, 4, 8) for this profile."""
+    _profile(profile)
     if factor not in FACTORS:
         raise ValueError(f"factor must be one of {FACTORS}, got {factor!r}")
-    if not isinstance(latent_channels, int) or latent_channels < 1:
-        raise ValueError(f"latent_channels must be an int >= 1, got {latent_channels!r}")
+    check_int(latent_channels, "latent_channels", 1)
     levels = {2: 2, 4: 3, 8: 4}[factor]
     base = profile.pick(ci=8, book=8, gpu=64)
     mults = (1, 2, 2, 2)[:levels]
@@ -124,7 +130,7 @@ def shapes_autoencoder(
     (seed 0 data; ``seed``, default ``profile.seed``, sets the weights and batches). Returns the
     EMA model in eval mode on ``profile.device``.
     """
-    seed = profile.seed if seed is None else seed
+    seed = _profile(profile).seed if seed is None else seed
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be an int >= 0 (or None for the profile's), got {seed!r}")
     cfg = autoencoder_config(profile, factor, latent_channels)
@@ -160,9 +166,14 @@ def shapes_autoencoder(
     return model
 
 
+def _profile(profile: Profile) -> Profile:
+    return check_instance(profile, "profile", Profile, "a Profile (diffnotes.profile())")
+
+
 # -- pixel against latent diffusion at one budget ---------------------------------------------
 def trunk(profile: Profile) -> dict:
     """The U-Net trunk shared by the pixel and the latent models (attention at the lowest level)."""
+    _profile(profile)
     return dict(
         base_channels=profile.pick(ci=8, book=16, gpu=64),
         channel_mults=(1, 2, 2),
@@ -183,7 +194,7 @@ def diffusion_budget(profile: Profile, *, latent: bool = False) -> dict:
     A latent model gets `LATENT_STEPS_PER_PIXEL_STEP` times the pixel model's steps, a fixed
     number (deterministic) that keeps its training time at or below the pixel model's on a CPU.
     """
-    budget = profile.pick(
+    budget = _profile(profile).pick(
         ci=dict(steps=60, batch_size=32, lr=2e-3),
         book=dict(steps=300, batch_size=32, lr=2e-3),
         gpu=dict(steps=20000, batch_size=64, lr=2e-4),
@@ -246,6 +257,13 @@ class CaptionedLatentUNet(nn.Module):
 
     def __init__(self, cfg: LatentUNetConfig, captions: tuple[str, ...] = CAPTIONS) -> None:
         super().__init__()
+        check_instance(cfg, "cfg", LatentUNetConfig, "a LatentUNetConfig")
+        if (
+            isinstance(captions, str)
+            or not captions
+            or not all(isinstance(c, str) for c in captions)
+        ):
+            raise ValueError(f"captions must be a non-empty list of strings, got {captions!r:.40}")
         self.captions = tuple(captions)
         self.text = CaptionEncoder.from_captions(self.captions, dim=cfg.context_dim)
         self.unet = LatentUNet(cfg)
@@ -253,7 +271,10 @@ class CaptionedLatentUNet(nn.Module):
     def forward(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         if y is None:
             return self.unet(z, t)  # only the null token: the unconditional branch
-        y = torch.as_tensor(y, device=z.device).long().reshape(-1)
+        y = torch.as_tensor(y, device=z.device)
+        if y.is_floating_point():  # a float index would be truncated silently
+            raise ValueError(f"y must be integer caption indices, got dtype {y.dtype}")
+        y = y.long().reshape(-1)
         if len(y) != z.shape[0] or int(y.max()) >= len(self.captions):
             raise ValueError(f"y must hold {z.shape[0]} indices < {len(self.captions)} (or < 0)")
         context, mask = self.text([self.captions[i] for i in y.clamp(min=0).tolist()])
@@ -288,6 +309,15 @@ def shapes_latent_ddpm(
     D(z0 / s).
     """
     check_in(p_uncond, "p_uncond", 0, 1, "()")
+    _profile(profile)
+    if not isinstance(autoencoder, nn.Module) or not hasattr(autoencoder, "encode"):
+        raise ValueError(
+            f"autoencoder must be an nn.Module with encode(), got {type(autoencoder).__name__}"
+        )
+    if budget is not None and (
+        not isinstance(budget, dict) or {"steps", "batch_size", "lr"} - set(budget)
+    ):
+        raise ValueError(f"budget must be a dict with steps, batch_size and lr, got {budget!r}")
     sched = get_schedule(SCHEDULE, 1000)
     x = _train_shapes()
     with torch.no_grad():
@@ -337,6 +367,8 @@ def train_step_cost(
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    check_instance(model, "model", nn.Module, "an nn.Module")
+    check_int(repeats, "repeats", 1)
     live = copy.deepcopy(model).train().requires_grad_(True)
     opt = torch.optim.AdamW(live.parameters(), lr=1e-6)
     g = torch.Generator().manual_seed(0)

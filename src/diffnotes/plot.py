@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from diffnotes.profile import profile
+from diffnotes.util import check_int, check_number
 
 Slider = Sequence[float] | tuple[float, float, float]
 
@@ -28,6 +29,8 @@ def to_numpy_images(images: torch.Tensor) -> np.ndarray:
         raise ValueError(f"images must be a (B, C, H, W) tensor, got shape {shape}")
     if images.shape[1] not in (1, 3):
         raise ValueError(f"images must have 1 or 3 channels, got {images.shape[1]}")
+    if images.shape[0] == 0 or not torch.isfinite(images).all():  # NaN would show as blank
+        raise ValueError(f"images must be non-empty and finite, got shape {tuple(images.shape)}")
     x = ((images.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
     return x
 
@@ -47,6 +50,9 @@ def tile(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndar
     """One (H', W', C) array of the images laid out in rows of ``nrow``."""
     x = to_numpy_images(images)
     b, h, w, c = x.shape
+    if nrow is not None:
+        check_int(nrow, "nrow", 1)
+    check_int(pad, "pad", 0)
     nrow = nrow or math.ceil(math.sqrt(b))
     ncol_rows = math.ceil(b / nrow)
     canvas = np.ones((ncol_rows * (h + pad) + pad, nrow * (w + pad) + pad, c))
@@ -65,6 +71,7 @@ def grid(
     size: float = 4.0,
 ) -> Figure:
     """A grid of images, ``nrow`` per row (default: square)."""
+    check_number(size, "size", positive=True)
     if ax is None:
         _, ax = plt.subplots(figsize=(size, size))
     _show(ax, tile(images, nrow), title)
@@ -80,6 +87,9 @@ def strip(
 ) -> Figure:
     """One row of images with a label under each (e.g. x_t for several t)."""
     x = to_numpy_images(images)
+    check_number(size, "size", positive=True)
+    if isinstance(labels, str):  # one string would label each image with one character
+        raise ValueError(f"labels must be a list of strings (one per image), got {labels!r}")
     if labels is not None and len(labels) != len(x):
         raise ValueError(f"labels has {len(labels)} entries for {len(x)} images")
     fig, axes = plt.subplots(1, len(x), figsize=(size * len(x), size + 0.4), squeeze=False)
@@ -101,11 +111,20 @@ def scatter(
     s: float = 2.0,
 ) -> Figure:
     """Side-by-side scatters of 2-D point sets, one panel per entry of ``panels``."""
+    if not isinstance(panels, dict) or not panels:
+        raise ValueError(
+            f"panels must be a non-empty dict of name -> (N, 2) points, got {type(panels).__name__}"
+        )
+    if lim is not None:
+        check_number(lim, "lim", positive=True)
+    check_number(size, "size", positive=True)
     fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size), squeeze=False)
     for ax, (name, pts) in zip(axes[0], panels.items()):
-        p = torch.as_tensor(pts).detach().float().cpu()
-        if p.dim() != 2 or p.shape[1] != 2:
-            raise ValueError(f"panels[{name!r}] must be (N, 2) points, got {tuple(p.shape)}")
+        p = torch.as_tensor(pts).detach().float().cpu() if not isinstance(pts, str) else None
+        if p is None or p.dim() != 2 or p.shape[1] != 2:
+            raise ValueError(
+                f"panels[{name!r}] must be (N, 2) points, got {getattr(p, 'shape', pts)}"
+            )
         ax.scatter(p[:, 0], p[:, 1], s=s, alpha=0.5, linewidths=0)
         ax.set_title(name, fontsize=9)
         ax.set_aspect("equal")
@@ -129,6 +148,11 @@ def curves(
     ax: Axes | None = None,
 ) -> Figure:
     """Line plot of several named series over one x axis, with optional reference lines."""
+    if not isinstance(ys, dict) or not isinstance(hline or {}, dict):
+        raise ValueError("ys and hline must be dicts of name -> values (hline: name -> number)")
+    for name, value in (hline or {}).items():  # a NaN line is silently not drawn
+        if not math.isfinite(float(value)):
+            raise ValueError(f"hline[{name!r}] must be a finite number, got {value!r}")
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.2))
     for name, y in ys.items():
@@ -156,6 +180,7 @@ def animate(frames: Sequence[torch.Tensor], *, interval: int = 120, nrow: int | 
 
     if len(frames) == 0:
         raise ValueError("frames must not be empty")
+    check_int(interval, "interval", 1)
     tiles = [tile(f, nrow) for f in frames]
     fig, ax = plt.subplots(figsize=(3.5, 3.5))
     gray = tiles[0].shape[-1] == 1
@@ -179,6 +204,10 @@ def _slider_values(name: str, spec: Slider) -> list[float]:
         if not lo < hi or step <= 0:
             raise ValueError(f"slider {name!r} must be (min, max, step) with min < max, step > 0")
         return list(np.linspace(lo, hi, 5))
+    if isinstance(spec, str) or not hasattr(spec, "__iter__"):
+        raise ValueError(
+            f"slider {name!r} must be a list of values or (min, max, step), got {spec!r}"
+        )
     values = list(spec)
     if not values:
         raise ValueError(f"slider {name!r} has no values")
@@ -195,6 +224,9 @@ def widget(
     """
     if not sliders:
         raise ValueError("widget needs at least one slider, e.g. t=[0, 250, 500, 999]")
+    if not callable(draw):
+        raise ValueError(f"draw must be callable (ax, **values), got {type(draw).__name__}")
+    check_number(panel_size, "panel_size", positive=True)
     values = {name: _slider_values(name, spec) for name, spec in sliders.items()}
     if not profile().static:
         try:
@@ -243,6 +275,12 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]], *, fmt: str =
     Floats are written with ``fmt``; anything else (a string already formatted, an int) with str;
     a "|" inside a cell is escaped. Every row must have as many cells as ``header``.
     """
+    if isinstance(header, str) or isinstance(rows, str) or any(isinstance(r, str) for r in rows):
+        raise ValueError("header and each row must be lists of cells, not one string")
+    try:
+        format(1.0, fmt)
+    except (TypeError, ValueError):
+        raise ValueError(f"fmt must be a float format such as '.3f', got {fmt!r}") from None
     if not header or any(len(row) != len(header) for row in rows):
         raise ValueError(f"every row of the table must have {len(header)} cells (the header's)")
 

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import torch
 
-from diffnotes.util import env_flag
+from diffnotes.util import check_choice, env_flag
 
 PROFILES = ("ci", "book", "gpu")
 T = TypeVar("T")
@@ -38,6 +38,9 @@ class Profile:
     static: bool  # building the static book: no widgets, no progress bars
     progress: bool
     seed: int = 0  # DIFFNOTES_SEED: every random choice of a chapter derives from it
+
+    def __post_init__(self) -> None:
+        check_choice(self.name, "name", PROFILES)  # else pick() fails with a KeyError
 
     def pick(self, *, ci: T, book: T, gpu: T) -> T:
         """The value for this profile (all three are required so no chapter forgets one)."""

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from diffnotes.io import flatten_optimizer, read_safetensors, unflatten_optimizer, write_safetensors
-from diffnotes.util import check_in, check_int
+from diffnotes.util import check_in, check_instance, check_int, check_number
 
 FORMAT = "diffnotes-checkpoint-v1"
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -85,7 +85,7 @@ def _make_sampler(data: Data, batch_size: int) -> Callable[[torch.Generator], Ba
     if callable(data) and not isinstance(data, Tensor):
         return lambda g: data(batch_size, g)
     tensors = (data,) if isinstance(data, Tensor) else tuple(data)
-    if not tensors or not all(isinstance(t, Tensor) for t in tensors):
+    if not tensors or not all(isinstance(t, Tensor) and t.ndim >= 1 for t in tensors):
         raise ValueError("data must be a Tensor, a tuple of Tensors or a callable(batch_size, g)")
     n = len(tensors[0])
     if n == 0 or any(len(t) != n for t in tensors):
@@ -132,13 +132,27 @@ def train(
     dominated by the initial weights. With ``checkpoint_dir`` the run resumes from the checkpoint
     found there and writes one every ``checkpoint_every`` steps and at the end.
     """
+    check_instance(model, "model", nn.Module, "an nn.Module")
+    if not callable(loss_fn):
+        raise ValueError(
+            f"loss_fn must be callable (model, batch, generator), got {type(loss_fn).__name__}"
+        )
     check_int(steps, "steps", 0)
     check_int(batch_size, "batch_size", 1)
+    check_number(lr, "lr", positive=True)  # lr = 0 would train nothing, silently
     check_in(ema_decay, "ema_decay", 0, 1, "[)")
-    if checkpoint_every is not None and (checkpoint_every < 1 or checkpoint_dir is None):
-        raise ValueError("checkpoint_every must be >= 1 and needs checkpoint_dir")
-    if log_every < 1:
-        raise ValueError(f"log_every must be >= 1, got {log_every!r}")
+    if grad_clip is not None:  # 0 zeroes every gradient; a negative one flips their sign
+        check_number(grad_clip, "grad_clip", positive=True)
+    check_number(weight_decay, "weight_decay", minimum=0.0)
+    check_int(seed, "seed", 0)
+    if checkpoint_every is not None:
+        check_int(checkpoint_every, "checkpoint_every", 1)
+        if checkpoint_dir is None:
+            raise ValueError("checkpoint_every must be >= 1 and needs checkpoint_dir")
+    if checkpoint_dir is not None and Path(checkpoint_dir).exists():
+        if not Path(checkpoint_dir).is_dir():
+            raise ValueError(f"checkpoint_dir={str(checkpoint_dir)!r} is a file, not a folder")
+    check_int(log_every, "log_every", 1)
     sample_batch = _make_sampler(data, batch_size)
     device = _device_of(model)
     settings = dict(
@@ -249,11 +263,14 @@ def loss_curve(
 
     if isinstance(losses, TrainResult):
         losses = losses.losses
-    values = torch.as_tensor(list(losses), dtype=torch.float64)
-    if values.numel() == 0:
-        raise ValueError("losses must be non-empty")
-    if smooth < 1:
-        raise ValueError(f"smooth must be >= 1, got {smooth!r}")
+    try:
+        values = torch.as_tensor(list(losses), dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"losses must be a sequence of numbers, got {losses!r:.40}") from None
+    if values.ndim != 1 or values.numel() == 0 or not values.isfinite().all():
+        bad = int((~values.isfinite()).sum())
+        raise ValueError(f"losses must be a non-empty sequence of finite numbers, got {bad} not")
+    check_int(smooth, "smooth", 1)
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 3))
     else:

@@ -21,8 +21,16 @@ from torch import Tensor
 from diffnotes.analytic import GaussianMixture
 from diffnotes.forward import noise_like, q_sample
 from diffnotes.param import EpsModel
-from diffnotes.schedules import DiscreteSchedule
-from diffnotes.util import check_batch, check_choice, check_in, check_int, check_number, mean_flat
+from diffnotes.schedules import DiscreteSchedule, check_schedule
+from diffnotes.util import (
+    check_batch,
+    check_choice,
+    check_in,
+    check_instance,
+    check_int,
+    check_number,
+    mean_flat,
+)
 
 __all__ = [
     "MASK_KINDS",
@@ -91,6 +99,7 @@ def random_frame_mask(
     check_int(frames, "frames", 2)
     check_int(max_known, "max_known", 1, frames - 1)
     p_uncond = check_in(p_uncond, "p_uncond", 0, 1)
+    check_instance(generator, "generator", torch.Generator, "a torch.Generator")
     dev = generator.device
     k = torch.randint(1, max_known + 1, (batch, 1), generator=generator, device=dev)  # (B, 1)
     order = torch.rand(batch, frames, generator=generator, device=dev)
@@ -118,6 +127,8 @@ def past_future_mask(
     is the prediction-only model when ``p_past=0``.
     """
     check_int(batch, "batch", 1)
+    check_int(frames, "frames", 2)
+    check_instance(generator, "generator", torch.Generator, "a torch.Generator")
     check_int(past, "past", 0, frames - 1)
     check_int(future, "future", 0, frames - 1 - past)
     check_in(p_past, "p_past", 0, 1)
@@ -167,6 +178,7 @@ def masked_eps_loss(schedule: DiscreteSchedule, mask_fn: MaskFn) -> Callable:
     noised (at sampling time the known frames of the state are noisy too) and ``x_cond`` = x0;
     the squared error is averaged over the unknown frames, so known frames cost nothing.
     """
+    _check_model(mask_fn, check_schedule(schedule), "mask_fn")
 
     def loss_fn(model: Callable, batch: Tensor, generator: torch.Generator) -> Tensor:
         x0 = check_batch(batch, "batch")
@@ -198,6 +210,12 @@ def _coefs(schedule: DiscreteSchedule, t: Tensor, x: Tensor) -> tuple[Tensor, Te
     return ab, (1.0 - ab).sqrt()
 
 
+def _check_model(model: Callable, schedule: DiscreteSchedule, name: str = "model") -> None:
+    check_schedule(schedule)
+    if not callable(model):
+        raise ValueError(f"{name} must be callable, got {type(model).__name__}")
+
+
 def _check_known(x_known: Tensor, mask: Tensor) -> Tensor:
     check_batch(x_known, "x_known")
     return expand_mask(mask, x_known)
@@ -217,6 +235,7 @@ def replacement(
     The unknown frames get the model's eps at the joint state [z_a, z_b]; the known frames are
     pinned (see the module docstring). ``schedule`` is the model's schedule (not respaced).
     """
+    _check_model(model, schedule)
     m = _check_known(x_known, mask)
 
     def eps_model(x: Tensor, t: Tensor) -> Tensor:
@@ -239,6 +258,7 @@ def reconstruction_guidance(
     alpha = sqrt(alpha_bar); as eps: eps~_b = eps_b + w_r alpha^2 / (2 sigma) grad_{z_b}(...).
     The gradient runs through the model (one backward pass per step); w_r = 0 is `replacement`.
     """
+    _check_model(model, schedule)
     m = _check_known(x_known, mask)
     w_r = check_number(w_r, "w_r", minimum=0.0)
 
@@ -260,6 +280,7 @@ def conditioned(
     model: Callable, schedule: DiscreteSchedule, x_known: Tensor, mask: Tensor
 ) -> EpsModel:
     """A mask-conditioned model ``model(x_t, t, mask, x_cond)`` (RaMViD, MCVD) as an EpsModel."""
+    _check_model(model, schedule)
     m = _check_known(x_known, mask)
     mask = mask.to(x_known.device).expand(x_known.shape[0], -1)
 
@@ -278,6 +299,8 @@ def exact_conditional(
     The unknown frames follow `GaussianMixture.conditional` (only the weights change for
     diagonal covariances); ``x_known`` may hold one video or a batch of copies of one video.
     """
+    check_instance(mixture, "mixture", GaussianMixture, "a GaussianMixture (video_mixture)")
+    check_schedule(schedule)
     m = _check_known(x_known, mask)
     if x_known.ndim != 3 or x_known[0].numel() != mixture.dim:
         raise ValueError(f"x_known must be trajectories (B, F, D) with F D = {mixture.dim}")
@@ -313,6 +336,8 @@ def rollout(
     keeps its ``frames - k`` new frames, until ``length`` frames. Returns (B, C, length, H, W).
     """
     check_batch(first, "first")
+    if not callable(sample_clip):
+        raise ValueError(f"sample_clip must be callable, got {type(sample_clip).__name__}")
     if first.ndim != 5:
         raise ValueError(f"first must be videos (B, C, k, H, W), got {tuple(first.shape)}")
     k = first.shape[2]
@@ -326,6 +351,8 @@ def rollout(
         x_known = x_known.to(first.device)
         x_known[:, :, :k] = video[:, :, -k:]
         clip = sample_clip(x_known, mask)
+        if not isinstance(clip, Tensor) or clip.shape != x_known.shape:  # else: no progress
+            raise ValueError(f"sample_clip must return a tensor of shape {tuple(x_known.shape)}")
         video = torch.cat([video, clip[:, :, k:]], dim=2)
     return video[:, :, :length]
 
@@ -349,7 +376,7 @@ def video_mixture(
     """
     c = torch.as_tensor(centres, dtype=torch.float64)
     v = torch.as_tensor(velocities, dtype=torch.float64)
-    if c.ndim != 2 or v.shape != c.shape:
+    if c.ndim != 2 or v.shape != c.shape or c.numel() == 0:
         raise ValueError(
             f"centres and velocities must both be (K, D), got {tuple(c.shape)}, {tuple(v.shape)}"
         )

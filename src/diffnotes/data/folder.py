@@ -9,12 +9,15 @@ every decode error names the file and its metadata line.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from diffnotes.util import check_batch, check_instance, check_int
 
 METADATA = "metadata.jsonl"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -31,15 +34,23 @@ def save_image_folder(
     images: torch.Tensor, captions: Sequence[str] | None, path: str | Path
 ) -> Path:
     """Write images (N, C, H, W) in [-1, 1] as PNGs plus metadata.jsonl (file_name, text)."""
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must be (N, 1 or 3, H, W), got shape {tuple(images.shape)}")
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be (N, 1 or 3, H, W), got shape {got}")
+    check_batch(images, "images")  # NaN would be written as black pixels
+    if captions is not None and (
+        isinstance(captions, str) or not all(isinstance(c, str) for c in captions)
+    ):
+        raise ValueError(f"captions must be a list of strings or None, got {captions!r:.60}")
     if captions is not None and len(captions) != len(images):
         raise ValueError(
             f"captions must have one entry per image ({len(images)}), got {len(captions)}"
         )
+    path = Path(check_instance(path, "path", (str, os.PathLike), "a folder path (str or Path)"))
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"path {str(path)!r} is a file, not a folder to write images into")
     from PIL import Image
 
-    path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     pixels = pixels.permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
@@ -71,11 +82,11 @@ def image_folder(
     greyscale, else 3. 16-bit greyscale is scaled from 0..65535; an image above ``max_pixels`` is
     refused unless it is a JPEG that decodes at a reduced scale still at least ``size``.
     """
-    path = Path(path)
+    path = Path(check_instance(path, "path", (str, os.PathLike), "a folder path (str or Path)"))
+    if size is not None:
+        check_int(size, "size", 1)
     if not path.is_dir():
         raise FileNotFoundError(f"path {str(path)!r} is not an existing image folder")
-    if size is not None and int(size) < 1:
-        raise ValueError(f"size must be a positive number of pixels or None, got {size}")
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
         raise ValueError(f"max_pixels must be a positive number of pixels, got {max_pixels!r}")
     meta = path / METADATA

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from diffnotes.util import check_int
+
 DIGIT_SIZES = (8, 16, 32)
 SPLITS = ("train", "test", "all")
 TEST_FRACTION = 0.2
@@ -39,6 +41,10 @@ POSITIONS = (
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize (N, C, H, W) images to size x size with antialiased bilinear interpolation."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a floating tensor (N, C, H, W), got {got}")
+    check_int(size, "size", 1)
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     out = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
@@ -53,10 +59,11 @@ def digits(
     The train/test split (80/20, stratified by class) is a fixed function of ``seed``;
     ``split='all'`` returns every image in the dataset's own order.
     """
-    if size not in DIGIT_SIZES:
+    if size not in DIGIT_SIZES or not isinstance(size, int):
         raise ValueError(f"size must be one of {DIGIT_SIZES}, got {size!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_int(seed, "seed", 0)
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -97,6 +104,9 @@ class Shapes(NamedTuple):
 
 def caption(shape: int, colour: int, background: int) -> str:
     """The caption of one image from its factor labels, e.g. 'a red circle on a blue background'."""
+    check_int(shape, "shape", 0, len(SHAPES) - 1)
+    check_int(colour, "colour", 0, len(COLOURS) - 1)
+    check_int(background, "background", 0, len(COLOURS) - 1)
     return f"a {COLOURS[colour]} {SHAPES[shape]} on a {COLOURS[background]} background"
 
 
@@ -107,12 +117,10 @@ def shapes(n: int, size: int = 32, *, seed: int = 0, supersample: int = 2) -> Sh
     never equal) and ``position`` (cell of a 3 x 3 grid, index into POSITIONS). Shapes have
     similar areas; edges are antialiased by drawing at ``supersample`` x resolution.
     """
-    if int(n) < 1:
-        raise ValueError(f"n must be a positive number of images, got {n}")
-    if not 16 <= size <= 128:
-        raise ValueError(f"size must be between 16 and 128 pixels (32-64 intended), got {size}")
-    n = int(n)
-    rng = np.random.default_rng(seed)
+    n = check_int(n, "n", 1)
+    check_int(size, "size", 16, 128)  # 32-64 intended
+    check_int(supersample, "supersample", 1)
+    rng = np.random.default_rng(check_int(seed, "seed", 0))
     shape = rng.integers(0, len(SHAPES), size=n)
     colour = rng.integers(0, len(COLOURS), size=n)
     # Background differs from the shape's colour: draw from the other len(COLOURS) - 1.

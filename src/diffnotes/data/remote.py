@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffnotes.util import check_int
+
 REMOTE = ("mnist", "fashion_mnist", "cifar10")
 _IDX_URLS = {
     "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -55,6 +57,8 @@ def remote(
         raise ValueError(f"name must be one of {REMOTE}, got {name!r}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if size is not None:
+        check_int(size, "size", 1)
     from diffnotes.data.images import resize
 
     try:

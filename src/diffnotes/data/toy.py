@@ -12,6 +12,8 @@ import math
 import numpy as np
 import torch
 
+from diffnotes.util import check_choice, check_int
+
 TWO_D = ("eight_gaussians", "twentyfive_gaussians", "swiss_roll", "moons", "checkerboard")
 
 
@@ -64,9 +66,7 @@ _MAKERS = {
 
 def two_d(name: str, n: int, *, seed: int = 0) -> torch.Tensor:
     """Draw n points (n, 2) float32 from a named 2-D toy distribution, deterministic in seed."""
-    if name not in _MAKERS:
-        raise ValueError(f"name must be one of {TWO_D}, got {name!r}")
-    if int(n) < 1:
-        raise ValueError(f"n must be a positive number of points, got {n}")
-    rng = np.random.default_rng(seed)
-    return torch.from_numpy(_MAKERS[name](rng, int(n)).astype(np.float32))
+    check_choice(name, "name", TWO_D)
+    n = check_int(n, "n", 1)
+    rng = np.random.default_rng(check_int(seed, "seed", 0))
+    return torch.from_numpy(_MAKERS[name](rng, n).astype(np.float32))

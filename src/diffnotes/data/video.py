@@ -13,6 +13,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from diffnotes.util import check_choice, check_int, check_number
+
 SPRITES = ("square", "digit")
 
 
@@ -40,16 +42,20 @@ def sprites(
     off the walls, and the velocity component flips at each bounce. ``speed`` is the range of
     |velocity| in pixels per frame.
     """
-    if int(n) < 1:
-        raise ValueError(f"n must be a positive number of videos, got {n}")
-    if not 1 <= frames <= 64:
-        raise ValueError(f"frames must be between 1 and 64 (8-16 intended), got {frames}")
-    if not 8 <= size <= 64:
-        raise ValueError(f"size must be between 8 and 64 pixels (16-32 intended), got {size}")
-    if sprite not in SPRITES:
-        raise ValueError(f"sprite must be one of {SPRITES}, got {sprite!r}")
-    n = int(n)
-    rng = np.random.default_rng(seed)
+    n = check_int(n, "n", 1)
+    check_int(frames, "frames", 1, 64)  # 8-16 intended
+    check_int(size, "size", 8, 64)  # 16-32 intended
+    check_choice(sprite, "sprite", SPRITES)
+    side = max(2, size // 4) if sprite == "square" else 8 if size < 32 else 16  # _templates'
+    if sprite == "digit" and size < 10:
+        raise ValueError(f"size must be an integer >= 10 for sprite='digit', got {size!r}")
+    if not isinstance(speed, (tuple, list)) or len(speed) != 2:
+        raise ValueError(f"speed must be a pair (low, high) of pixels per frame, got {speed!r}")
+    low = check_number(speed[0], "speed[0]", minimum=0.0)
+    check_number(speed[1], "speed[1]", minimum=low)
+    if speed[1] > size - 1 - side:  # a faster sprite would jump past a wall in one frame
+        raise ValueError(f"speed must be <= {size - 1 - side} px per frame here, got {speed!r}")
+    rng = np.random.default_rng(check_int(seed, "seed", 0))
     templates = _templates(sprite, n, size, rng)  # (N, h, h) in [0, 1]
     h = templates.shape[-1]
     # Top-left offsets live in [0, size - 1 - h]: the extra pixel holds the interpolation spill.
@@ -110,4 +116,11 @@ def _centre_of_mass(images: np.ndarray) -> np.ndarray:
 
 def centre_of_mass(videos: torch.Tensor) -> torch.Tensor:
     """Centre of mass (..., 2) as (x, y) pixels of frames (..., H, W) in [-1, 1] on black."""
-    return torch.from_numpy(_centre_of_mass(((videos.double() + 1.0) / 2.0).numpy())).float()
+    if not isinstance(videos, torch.Tensor) or videos.ndim < 2:
+        got = tuple(videos.shape) if isinstance(videos, torch.Tensor) else type(videos).__name__
+        raise ValueError(f"videos must be frames (..., H, W) in [-1, 1], got {got}")
+    with np.errstate(invalid="ignore", divide="ignore"):  # refused below instead
+        com = _centre_of_mass(((videos.detach().double().cpu() + 1.0) / 2.0).numpy())
+    if not np.isfinite(com).all():
+        raise ValueError("videos has a frame that is all black (-1) or not finite: no centre")
+    return torch.from_numpy(com).float()

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffnotes.util import check_batch, check_instance, check_int
+
 DIGITS_BASE = 8  # the digits carry 8x8 pixels of information; 16 / 32 px are resized from them
 _CLASSIFIERS: dict[str, nn.Module] = {}
 
@@ -25,7 +27,8 @@ class DigitsClassifier(nn.Module):
 
     def __init__(self, width: int = 16, features: int = 128) -> None:
         super().__init__()
-        w = width
+        w = check_int(width, "width", 1)
+        check_int(features, "features", 1)
         self.body = nn.Sequential(
             nn.Conv2d(1, w, 3, padding=1),
             nn.SiLU(),
@@ -43,8 +46,14 @@ class DigitsClassifier(nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate features (B, features): what FD-digits compares."""
-        if x.ndim != 4 or x.shape[1] != 1 or x.shape[-1] != x.shape[-2]:
-            raise ValueError(f"images must be (B, 1, s, s) digits, got {tuple(x.shape)}")
+        if (
+            not isinstance(x, Tensor)
+            or x.ndim != 4
+            or x.shape[1] != 1
+            or x.shape[-1] != x.shape[-2]
+        ):
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"images must be (B, 1, s, s) digits, got {got}")
         if x.shape[-1] % DIGITS_BASE:
             raise ValueError(f"image size must be a multiple of 8 (8, 16, 32), got {x.shape[-1]}")
         if x.shape[-1] != DIGITS_BASE:
@@ -89,6 +98,8 @@ def digits_test_accuracy(classifier: nn.Module, size: int = 8) -> float:
 
 def digits_classifier(*, steps: int = 500, seed: int = 0, verbose: bool = True) -> nn.Module:
     """The cached digits classifier: trained once (~20 s on one core), ~99% held-out accuracy."""
+    check_int(steps, "steps", 1)  # 0 steps would be an untrained, silently random classifier
+    check_int(seed, "seed", 0)
     from diffnotes.cache import cache_dir, cached
     from diffnotes.train import train
 
@@ -143,10 +154,29 @@ def _digit_images(images: Tensor, name: str = "samples") -> Tensor:
     return images.detach().float().cpu()
 
 
+def _classifier(classifier: nn.Module | None) -> nn.Module:
+    if classifier is None:
+        return digits_classifier()
+    return check_instance(classifier, "classifier", nn.Module, "an nn.Module or None")
+
+
+def _labels(labels: object, n: int) -> Tensor:
+    """Class labels (N,) as long; NaN, fractions and a count other than the samples' refused."""
+    try:
+        labels = torch.as_tensor(labels).flatten().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"labels must be a tensor of class indices, got {labels!r:.40}") from None
+    if labels.is_floating_point() and not bool((labels == labels.round()).all()):
+        raise ValueError("labels must be whole class indices (no NaN or fractions)")
+    if labels.shape[0] != n:
+        raise ValueError(f"labels must have one entry per sample ({n}), got {labels.shape[0]}")
+    return labels
+
+
 @torch.no_grad()
 def digits_features(images: Tensor, *, classifier: nn.Module | None = None) -> Tensor:
     """Penultimate classifier features (N, 128) of digits images (N, 1, s, s) in [-1, 1]."""
-    classifier = classifier or digits_classifier()
+    classifier = _classifier(classifier)
     images = _digit_images(images, "images")
     return torch.cat([classifier.features(b) for b in images.split(512)])
 
@@ -154,7 +184,7 @@ def digits_features(images: Tensor, *, classifier: nn.Module | None = None) -> T
 @torch.no_grad()
 def predict_digits(images: Tensor, *, classifier: nn.Module | None = None) -> Tensor:
     """Predicted class (N,) long of digits images."""
-    classifier = classifier or digits_classifier()
+    classifier = _classifier(classifier)
     images = _digit_images(images, "images")
     return torch.cat([classifier(b).argmax(1) for b in images.split(512)])
 
@@ -163,11 +193,7 @@ def class_accuracy(
     samples: Tensor, labels: Tensor, *, classifier: nn.Module | None = None
 ) -> float:
     """Fraction of class-conditional samples the classifier assigns to the class asked for."""
-    labels = torch.as_tensor(labels).flatten().cpu()
-    if labels.shape[0] != samples.shape[0]:
-        raise ValueError(
-            f"labels must have one entry per sample ({samples.shape[0]}), got {labels.shape[0]}"
-        )
+    labels = _labels(labels, _digit_images(samples).shape[0])
     return float((predict_digits(samples, classifier=classifier) == labels).double().mean())
 
 
@@ -180,6 +206,8 @@ def class_entropy(samples: Tensor, *, classifier: nn.Module | None = None) -> fl
 
 def frechet_distance(a: Tensor, b: Tensor) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) of two feature sets (Heusel eq. 6)."""
+    check_batch(a, "a")  # finite floating tensors
+    check_batch(b, "b")
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
         raise ValueError(
             f"a and b must be (N >= 2, D) features, got {tuple(a.shape)}, {tuple(b.shape)}"
@@ -212,7 +240,7 @@ def fd_digits(
     if reference is None:
         reference = _real_digits(samples.shape[-1])
     reference = _digit_images(reference, "reference")
-    classifier = classifier or digits_classifier()
+    classifier = _classifier(classifier)
     return frechet_distance(
         digits_features(samples, classifier=classifier),
         digits_features(reference, classifier=classifier),
@@ -223,10 +251,12 @@ def fd_digits_floor(
     n: int, *, size: int = 8, repeats: int = 3, seed: int = 0, classifier: nn.Module | None = None
 ) -> float:
     """Mean FD-digits of n real digits against the other real ones: the best any model can do."""
+    check_int(repeats, "repeats", 1)
+    check_int(seed, "seed", 0)
     real = _real_digits(size)
     if not isinstance(n, int) or not 2 <= n <= len(real) - 256:
         raise ValueError(f"n must be an int in 2..{len(real) - 256}, got {n!r}")
-    classifier = classifier or digits_classifier()
+    classifier = _classifier(classifier)
     feats = digits_features(real, classifier=classifier)
     g = torch.Generator().manual_seed(seed)
     fds = []
@@ -249,10 +279,7 @@ def class_feature_spread(
     least two samples count. Guidance that trades diversity for fidelity makes it fall; quote it
     beside the same number for real digits.
     """
-    labels = torch.as_tensor(labels).flatten().cpu().long()
-    if not isinstance(samples, Tensor) or labels.shape[0] != samples.shape[0]:
-        n = samples.shape[0] if isinstance(samples, Tensor) else type(samples).__name__
-        raise ValueError(f"labels must have one entry per sample ({n}), got {labels.shape[0]}")
+    labels = _labels(labels, _digit_images(samples).shape[0]).long()
     feats = digits_features(samples, classifier=classifier).double()
     traces = [
         torch.cov(feats[labels == k].T).trace()

@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from diffnotes.util import check_batch, check_int
+
 # ---------------------------------------------------------------------------------------------
 # shapes
 
@@ -32,9 +34,11 @@ def shapes_factors(images: Tensor) -> dict[str, Tensor]:
     snapped to the palette. Shape from the coverage mask's central moments: a triangle is skewed
     in y (skewness -0.57), and mu22 / sqrt(mu40 mu04) is 1/3 for a disc and 5/9 for a square.
     """
-    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
+    ok = isinstance(images, Tensor) and images.ndim == 4 and images.shape[1] == 3
+    if not ok or min(images.shape[2:]) < 3:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"images must be shapes images (N, 3, s, s) in [-1, 1], got {shape}")
+    check_batch(images, "images")
     rgb, _, _ = _palette()
     x = ((images.detach().float().cpu() + 1) / 2).clamp(0, 1)  # (N, 3, H, W)
     N, _, H, W = x.shape
@@ -78,6 +82,8 @@ _CAPTION = re.compile(r"^an? (\w+) (\w+) on an? (\w+) background$")
 def parse_caption(caption: str) -> tuple[int, int, int]:
     """(shape, colour, background) indices of 'a red circle on a blue background'."""
     _, colours, shapes = _palette()
+    if not isinstance(caption, str):
+        raise ValueError(f"captions must be strings, got {type(caption).__name__}")
     match = _CAPTION.match(caption.strip().lower())
     if not match or match[1] not in colours or match[2] not in shapes or match[3] not in colours:
         raise ValueError(
@@ -89,6 +95,7 @@ def parse_caption(caption: str) -> tuple[int, int, int]:
 
 def shapes_adherence(images: Tensor, captions: list[str]) -> float:
     """Caption adherence: fraction of images whose shape and colour match the caption (real: 1)."""
+    check_batch(images, "images")
     if isinstance(captions, str) or len(captions) != len(images):
         raise ValueError(f"captions must be a list with one caption per image ({len(images)})")
     want = torch.tensor([parse_caption(c)[:2] for c in captions], dtype=torch.long)  # (N, 2)
@@ -121,6 +128,8 @@ def nll_bits_per_dim(
 
     if not isinstance(x0, Tensor) or x0.ndim < 2:
         raise ValueError(f"x0 must be a batch (B, ...), got {x0!r:.60}")
+    if data_bins is not None:
+        check_int(data_bins, "data_bins", 2)
     if dequantize:
         if data_bins is None:
             raise ValueError("dequantize needs data_bins")

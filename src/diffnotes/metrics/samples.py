@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffnotes.util import check_int
+from diffnotes.util import check_int, check_number
 
 __all__ = ["sliced_wasserstein", "energy_distance", "mode_stats", "noise_floor"]
 
@@ -16,7 +16,12 @@ _F64 = torch.float64
 
 
 def _points(a: Any, name: str) -> Tensor:
-    a = torch.as_tensor(a).detach()
+    try:
+        a = torch.as_tensor(a).detach()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            f"{name} must be a sample set of shape (N >= 2, D), got {a!r:.40}"
+        ) from None
     if a.ndim < 2 or a.shape[0] < 2:
         raise ValueError(f"{name} must be a sample set of shape (N >= 2, D) or (N, ...)")
     a = a.reshape(a.shape[0], -1).to(dtype=_F64, device="cpu")
@@ -90,19 +95,22 @@ def mode_stats(
     weight_error: total variation 1/2 sum |weights - true weights| (true: `weights`, else uniform).
     """
     x = _points(samples, "samples")
-    mu = torch.as_tensor(means, dtype=_F64)
-    if mu.ndim != 2 or mu.shape[1] != x.shape[1]:
-        raise ValueError("means must have shape (K, D) with the samples' D")
+    try:
+        mu = torch.as_tensor(means, dtype=_F64)
+    except (TypeError, ValueError, RuntimeError):
+        mu = torch.zeros(0)
+    if mu.ndim != 2 or mu.shape[0] < 1 or mu.shape[1] != x.shape[1] or not mu.isfinite().all():
+        raise ValueError("means must have shape (K >= 1, D) with the samples' D, and be finite")
     K = mu.shape[0]
     s = torch.as_tensor(std, dtype=_F64).reshape(-1)
-    if s.numel() not in (1, K) or (s <= 0).any():
-        raise ValueError(f"std must be > 0, a scalar or shape (K,) = ({K},)")
-    if k <= 0:
-        raise ValueError(f"k must be > 0, got {k}")
+    if s.numel() not in (1, K) or not (s > 0).all() or not s.isfinite().all():
+        raise ValueError(f"std must be finite and > 0, a scalar or shape (K,) = ({K},)")
+    check_number(k, "k", positive=True)
+    check_int(min_count, "min_count", 1)
     true_w = torch.full((K,), 1 / K, dtype=_F64) if weights is None else torch.as_tensor(weights)
     true_w = true_w.to(_F64).reshape(-1)
-    if true_w.shape != (K,):
-        raise ValueError(f"weights must have shape (K,) = ({K},)")
+    if true_w.shape != (K,) or not true_w.isfinite().all() or (true_w < 0).any():
+        raise ValueError(f"weights must be finite, >= 0 and of shape (K,) = ({K},)")
     d = torch.cdist(x, mu)  # (N, K)
     dist, nearest = d.min(1)
     within = dist <= k * s.expand(K)[nearest]
@@ -131,6 +139,15 @@ def noise_floor(
     """
     check_int(n, "n", 2)
     check_int(repeats, "repeats", 1)
+    check_int(seed, "seed", 0)
+    if not callable(getattr(mixture, "sample", None)):
+        raise ValueError(
+            f"mixture must have a sample(n, generator) method, got {type(mixture).__name__}"
+        )
+    if not callable(metric):
+        raise ValueError(
+            f"metric must be callable (e.g. sliced_wasserstein), got {type(metric).__name__}"
+        )
     g = torch.Generator().manual_seed(seed)
     vals = [metric(mixture.sample(n, g), mixture.sample(n, g)) for _ in range(repeats)]
     return float(sum(vals) / repeats)

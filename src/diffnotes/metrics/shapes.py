@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from diffnotes.profile import Profile
+from diffnotes.util import check_batch, check_instance, check_int
 
 __all__ = ["HEADS", "ShapesClassifier", "shapes_classifier", "shapes_features"]
 
@@ -23,7 +24,8 @@ class ShapesClassifier(nn.Module):
 
     def __init__(self, width: int = 16, features: int = 32) -> None:
         super().__init__()
-        w = width
+        w = check_int(width, "width", 1)
+        check_int(features, "features", 1)
         self.body = nn.Sequential(
             nn.Conv2d(3, w, 3, padding=1),
             nn.BatchNorm2d(w),  # with BatchNorm shape is learnt in a few hundred steps
@@ -71,7 +73,9 @@ def shapes_classifier(profile: Profile, *, steps: int | None = None) -> nn.Modul
     ``DIFFNOTES_SEED`` (weights seed 0), so FD-shapes is one fixed metric per profile. ``steps``
     (default: 150 on ``ci``, where shape is read ~90% right, else 300: ~100%). Frozen, eval mode.
     """
+    check_instance(profile, "profile", Profile, "a Profile (diffnotes.profile())")
     steps = profile.pick(ci=150, book=300, gpu=300) if steps is None else steps
+    check_int(steps, "steps", 1)  # 0 steps would be an untrained, silently random classifier
 
     def data() -> tuple[Tensor, ...]:
         from diffnotes.data import shapes
@@ -106,6 +110,9 @@ def shapes_classifier(profile: Profile, *, steps: int | None = None) -> nn.Modul
 @torch.no_grad()
 def shapes_features(images: Tensor, classifier: nn.Module, batch_size: int = 512) -> Tensor:
     """FD-shapes features (N, 32) of images (N, 3, 32, 32) in [-1, 1], in float64 on the CPU."""
+    check_instance(classifier, "classifier", nn.Module, "an nn.Module (shapes_classifier)")
+    check_batch(images, "images")
+    check_int(batch_size, "batch_size", 1)
     device = next(classifier.parameters()).device
     parts = [
         classifier.features(images[i : i + batch_size].float().to(device)).double().cpu()

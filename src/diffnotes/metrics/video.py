@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from diffnotes.analytic import GaussianMixture
-from diffnotes.util import check_in
+from diffnotes.util import check_batch, check_in, check_instance
 
 __all__ = [
     "sprite_positions",
@@ -29,7 +29,54 @@ def _videos(videos: Tensor) -> Tensor:
     if not isinstance(videos, Tensor) or videos.ndim != 5 or videos.shape[1] != 1:
         shape = tuple(videos.shape) if isinstance(videos, Tensor) else type(videos).__name__
         raise ValueError(f"videos must be (N, 1, F, s, s) in [-1, 1], got {shape}")
+    check_batch(videos, "videos")  # N >= 1, finite
     return videos.detach().double().cpu()
+
+
+def _tensor(value: object, name: str, dtype: torch.dtype | None = None) -> Tensor:
+    try:
+        return torch.as_tensor(value, dtype=dtype).cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be a tensor, got {value!r:.40}") from None
+
+
+def _modes(modes: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """Mode indices (N,) long and exact weights (K,) float64, both checked."""
+    weights, modes = _tensor(weights, "weights", torch.float64), _tensor(modes, "modes")
+    if (
+        weights.ndim != 1
+        or not weights.numel()
+        or not weights.isfinite().all()
+        or (weights < 0).any()
+    ):
+        raise ValueError(
+            f"weights must be a finite (K,) tensor of weights >= 0, got {weights.tolist()}"
+        )
+    K = len(weights)
+    whole = not modes.is_floating_point() or bool((modes == modes.round()).all())
+    if (
+        modes.ndim != 1
+        or modes.numel() == 0
+        or not whole
+        or (modes < 0).any()
+        or (modes >= K).any()
+    ):
+        raise ValueError(f"modes must be a non-empty (N,) tensor of indices < {K}")
+    return modes.long(), weights
+
+
+def _unknown(samples: Tensor, cond: GaussianMixture, known: Tensor) -> Tensor:
+    """The unknown coordinates x_b (N, D_b) of samples, float64, checked against cond."""
+    check_batch(samples, "samples")
+    check_instance(cond, "cond", GaussianMixture, "a GaussianMixture (from .conditional)")
+    known = _tensor(known, "known", torch.bool)
+    flat = samples.detach().reshape(samples.shape[0], -1).double().cpu()
+    if known.shape != (flat.shape[1],):
+        raise ValueError(f"known must be a bool mask of shape ({flat.shape[1]},)")
+    xb = flat[:, ~known]
+    if xb.shape[1] != cond.dim:
+        raise ValueError(f"cond has {cond.dim} unknown coordinates, the samples {xb.shape[1]}")
+    return xb
 
 
 def sprite_positions(videos: Tensor, *, background: float = 0.0) -> Tensor:
@@ -67,7 +114,7 @@ def frame_consistency(videos: Tensor) -> float:
 def position_errors(videos: Tensor, positions: Tensor, *, background: float = 0.0) -> Tensor:
     """Distance in pixels (N, F) of each frame's sprite centre from the true trajectory."""
     est = sprite_positions(videos, background=background)
-    positions = torch.as_tensor(positions, dtype=torch.float32).cpu()
+    positions = _tensor(positions, "positions", torch.float32)
     if positions.shape != est.shape:
         raise ValueError(
             f"positions must have shape (N, F, 2) = {tuple(est.shape)}, "
@@ -81,12 +128,14 @@ def continuation_error(
 ) -> float:
     """Mean position error over the generated (mask 0) frames: the continuation's error."""
     err = position_errors(videos, positions, background=background)
-    mask = torch.as_tensor(mask, dtype=torch.float32).cpu()
+    mask = _tensor(mask, "mask", torch.float32)
     if mask.ndim != 2 or mask.shape[1] != err.shape[1] or mask.shape[0] not in (1, err.shape[0]):
         raise ValueError(
             f"mask must have shape (N, F) or (1, F) with F = {err.shape[1]}, "
             f"got {tuple(mask.shape)}"
         )
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("mask values must be 0 or 1 (1 = known frame)")
     unknown = (1.0 - mask).expand_as(err)
     if unknown.sum() == 0:
         raise ValueError("mask marks every frame known: there is no continuation to score")
@@ -99,22 +148,12 @@ def continuation_modes(samples: Tensor, cond: GaussianMixture, known: Tensor) ->
     ``cond`` is `GaussianMixture.conditional(known, x_obs)`: the same components with the
     weights p(k | x_a); ``known`` is the flat (D,) bool mask it was built with.
     """
-    known = torch.as_tensor(known, dtype=torch.bool).cpu()
-    flat = samples.detach().reshape(samples.shape[0], -1).double().cpu()
-    if known.shape != (flat.shape[1],):
-        raise ValueError(f"known must be a bool mask of shape ({flat.shape[1]},)")
-    xb = flat[:, ~known]
-    if xb.shape[1] != cond.dim:
-        raise ValueError(f"cond has {cond.dim} unknown coordinates, the samples {xb.shape[1]}")
-    return torch.cdist(xb, cond.means).argmin(1)
+    return torch.cdist(_unknown(samples, cond, known), cond.means).argmin(1)
 
 
 def mode_tv(modes: Tensor, weights: Tensor) -> float:
     """Total variation 0.5 sum_k |freq_k - w_k| between the sampled modes and the exact weights."""
-    weights = torch.as_tensor(weights, dtype=torch.float64).cpu()
-    modes = torch.as_tensor(modes).long().cpu()
-    if modes.ndim != 1 or modes.numel() == 0 or (modes < 0).any() or (modes >= len(weights)).any():
-        raise ValueError(f"modes must be a non-empty (N,) tensor of indices < {len(weights)}")
+    modes, weights = _modes(modes, weights)
     freq = torch.bincount(modes, minlength=len(weights)).double() / modes.numel()
     return float(0.5 * (freq - weights).abs().sum())
 
@@ -122,8 +161,7 @@ def mode_tv(modes: Tensor, weights: Tensor) -> float:
 def incoherent_fraction(modes: Tensor, weights: Tensor, floor: float = 1e-3) -> float:
     """Share of continuations in a mode the given frames rule out (exact weight below ``floor``)."""
     check_in(floor, "floor", 0, 1, "()")
-    weights = torch.as_tensor(weights, dtype=torch.float64).cpu()
-    modes = torch.as_tensor(modes).long().cpu()
+    modes, weights = _modes(modes, weights)
     return float((weights[modes] < floor).double().mean())
 
 
@@ -137,11 +175,7 @@ def off_mode_distance(
     far; an exact sample is about one component standard deviation away.
     """
     check_in(floor, "floor", 0, 1, "()")
-    known = torch.as_tensor(known, dtype=torch.bool).cpu()
-    flat = samples.detach().reshape(samples.shape[0], -1).double().cpu()
-    if known.shape != (flat.shape[1],):
-        raise ValueError(f"known must be a bool mask of shape ({flat.shape[1]},)")
-    xb = flat[:, ~known]
+    xb = _unknown(samples, cond, known)
     allowed = cond.means[cond.weights >= floor]
     d = torch.cdist(xb, allowed).min(1).values / xb.shape[1] ** 0.5
     return float(d.pow(2).mean().sqrt())

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from diffnotes.models.backbone import ConvConfig
-from diffnotes.models.blocks import Downsample, ResBlock, Upsample, check_input
+from diffnotes.models.blocks import Downsample, ResBlock, Upsample, check_input, make_config
 
 REGULARISATIONS = ("kl", "vq")
 
@@ -47,7 +47,7 @@ class Autoencoder(nn.Module):
 
     def __init__(self, cfg: AutoencoderConfig | None = None, **overrides: object):
         super().__init__()
-        cfg = cfg or AutoencoderConfig(**overrides)
+        cfg = make_config(cfg, AutoencoderConfig, overrides)
         if cfg.regularisation not in REGULARISATIONS:
             raise ValueError(
                 f"regularisation must be one of {REGULARISATIONS}, got {cfg.regularisation!r}"
@@ -120,6 +120,8 @@ class Autoencoder(nn.Module):
 
     def quantise(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Nearest codebook entries with straight-through gradients; (z_q, indices, VQ loss)."""
+        if self.cfg.regularisation != "vq":
+            raise ValueError("quantise needs regularisation='vq', this autoencoder is 'kl'")
         b, c, h, w = z_e.shape
         flat = z_e.permute(0, 2, 3, 1).reshape(-1, c)  # (B h w, c)
         indices = torch.cdist(flat, self.codebook.weight).argmin(dim=1)

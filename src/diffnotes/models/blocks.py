@@ -7,16 +7,63 @@ autoencoder and the MLP all share one version of each.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from diffnotes.util import check_in, check_instance, check_int, check_number
+
+C = TypeVar("C")
+# config fields: integers >= 1 (widths, sizes, counts), >= 0, None or >= 1, numbers >= 0
+_POSITIVE = (
+    "dim hidden image_size in_channels latent_channels latent_size context_dim base_channels "
+    "num_res_blocks num_groups num_heads frames z_dim codebook_size"
+).split()
+_OPTIONAL = ("out_channels", "num_classes")
+
+
+def make_config(cfg: C | None, kind: type[C], overrides: dict[str, object]) -> C:
+    """``cfg``, or ``kind(**overrides)`` when it is None, with every field checked.
+
+    A config of another kind, or a config together with keyword overrides (which would be
+    silently ignored), is refused; so is a width, size or count < 1, a NaN, or a dropout >= 1.
+    """
+    if cfg is not None and overrides:
+        raise ValueError(f"pass cfg or keyword overrides, not both (got cfg and {list(overrides)})")
+    fields = [f.name for f in dataclasses.fields(kind)]  # type: ignore[arg-type]
+    if set(overrides) - set(fields):
+        unknown = sorted(set(overrides) - set(fields))
+        raise ValueError(f"overrides must be fields of {kind.__name__} {fields}, got {unknown}")
+    cfg = kind(**overrides) if cfg is None else cfg
+    check_instance(cfg, "cfg", kind, f"a {kind.__name__} or None")
+    for name, value in dataclasses.asdict(cfg).items():  # type: ignore[call-overload]
+        if name in _POSITIVE or (name in _OPTIONAL and value is not None):
+            check_int(value, name, 1)
+        elif name == "depth":
+            check_int(value, name, 0)
+        elif name in ("channel_mults", "attention_resolutions"):
+            ok = isinstance(value, (tuple, list)) and (value or name == "attention_resolutions")
+            if not ok or not all(isinstance(v, int) and v >= 1 for v in value):
+                empty = "" if name == "attention_resolutions" else "non-empty "
+                raise ValueError(f"{name} must be a {empty}tuple of integers >= 1, got {value!r}")
+        elif name in ("kl_weight", "commitment"):
+            check_number(value, name, minimum=0.0)
+        elif name == "time_scale":
+            check_number(value, name, positive=True)
+        elif name == "dropout":
+            check_in(value, name, 0, 1, "[)")
+    return cfg
+
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding (B, dim) of t (B,) (Vaswani et al. 2017, as used by DDPM)."""
+    check_instance(t, "t", torch.Tensor, "a tensor of times (B,)")
+    check_int(dim, "dim", 1)
+    check_number(max_period, "max_period", positive=True)
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
     args = t.float()[:, None] * freqs[None]  # (B, half)
@@ -26,6 +73,8 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 def as_time(t: torch.Tensor | float | int, batch: int, device: torch.device) -> torch.Tensor:
     """Check t is (B,) ints or floats (a scalar is broadcast) and return it as float (B,)."""
+    if t is None or isinstance(t, (str, bytes)):
+        raise ValueError(f"t must be a tensor of times (B,) or a number, got {type(t).__name__}")
     t = torch.as_tensor(t, device=device)
     if t.ndim == 0:
         t = t.expand(batch)
@@ -35,10 +84,15 @@ def as_time(t: torch.Tensor | float | int, batch: int, device: torch.device) -> 
 
 
 def check_input(x: torch.Tensor, shape: tuple[int, ...], name: str = "x") -> None:
-    """Raise ValueError naming the argument when x is not (B, *shape)."""
-    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape):
+    """Raise ValueError naming the argument when x is not a tensor (B, *shape)."""
+    if (
+        not isinstance(x, torch.Tensor)
+        or x.ndim != len(shape) + 1
+        or tuple(x.shape[1:]) != tuple(shape)
+    ):
         want = ", ".join(str(s) for s in ("B", *shape))
-        raise ValueError(f"{name} must have shape ({want}), got {tuple(x.shape)}")
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must have shape ({want}), got {got}")
 
 
 def zero_module(module: nn.Module) -> nn.Module:
@@ -50,6 +104,7 @@ def zero_module(module: nn.Module) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
+    check_instance(model, "model", nn.Module, "an nn.Module")
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -188,7 +243,10 @@ def class_embedding(
     null = embed.num_embeddings - 1
     if y is None:
         y = torch.full((batch,), null, device=device, dtype=torch.long)
-    y = torch.as_tensor(y, device=device).long()
+    y = torch.as_tensor(y, device=device)
+    if y.is_floating_point():  # a float label would be truncated silently
+        raise ValueError(f"y must be integer class labels, got dtype {y.dtype}")
+    y = y.long()
     if y.shape != (batch,):
         raise ValueError(f"y must have shape (B,) = ({batch},), got {tuple(y.shape)}")
     if (y > null).any():

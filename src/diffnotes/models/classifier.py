@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from diffnotes.models.backbone import Backbone, BackboneConfig, TimeConditioned, pooled_head
-from diffnotes.models.blocks import as_time, check_input
+from diffnotes.models.blocks import as_time, check_input, make_config
+from diffnotes.util import check_int
 
 
 @dataclass(kw_only=True)
@@ -30,7 +31,8 @@ class NoisyClassifier(TimeConditioned):
     """Logits (B, num_classes) of p(y | x_t, t) for noisy images x_t (B, C, H, W)."""
 
     def __init__(self, cfg: ClassifierConfig | None = None, **overrides: object):
-        cfg = cfg or ClassifierConfig(**overrides)
+        cfg = make_config(cfg, ClassifierConfig, overrides)
+        check_int(cfg.num_classes, "num_classes", 2)  # one class: log p(y | x) = 0, no gradient
         super().__init__(cfg, cfg.image_size)
         self.encoder = Backbone(cfg, cfg.in_channels, 0, cfg.image_size, decoder=False)
         ch = self.encoder.out_channels
@@ -49,6 +51,11 @@ class NoisyClassifier(TimeConditioned):
 
     def grad_log_prob(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """grad_x log p_phi(y | x_t, t) (B, C, H, W): the term guidance scales (D&N Alg. 1-2)."""
+        y = torch.as_tensor(y)
+        if y.shape != (x.shape[0],) or y.is_floating_point():  # else y broadcasts or truncates
+            raise ValueError(
+                f"y must be (B,) = ({x.shape[0]},) class labels, got {tuple(y.shape)} {y.dtype}"
+            )
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             log_p = F.log_softmax(self(x, t), dim=-1)

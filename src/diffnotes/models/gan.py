@@ -17,7 +17,14 @@ import torch
 import torch.nn as nn
 
 from diffnotes.models.backbone import Backbone, BackboneConfig, pooled_head, time_embedding
-from diffnotes.models.blocks import ResBlock, TimeEmbedding, Upsample, as_time, check_input
+from diffnotes.models.blocks import (
+    ResBlock,
+    TimeEmbedding,
+    Upsample,
+    as_time,
+    check_input,
+    make_config,
+)
 
 KINDS = ("mlp", "conv")
 
@@ -88,7 +95,7 @@ class Generator(_Part):
     """Diffusion-GAN's generator G(z) -> x, z (B, z_dim)."""
 
     def __init__(self, cfg: GANConfig | None = None, **overrides: object):
-        super().__init__(cfg or GANConfig(**overrides))
+        super().__init__(make_config(cfg, GANConfig, overrides))
         cfg = self.cfg
         if cfg.kind == "mlp":
             self.net = TimeMLPNet(cfg.z_dim, cfg.dim, cfg.hidden, cfg.depth)
@@ -141,7 +148,7 @@ class Discriminator(_TimeDiscriminator):
     """Diffusion-GAN's timestep-dependent discriminator D(y_t, t) -> logits (B,)."""
 
     def __init__(self, cfg: GANConfig | None = None, **overrides: object):
-        super().__init__(cfg or GANConfig(**overrides), parts=1)
+        super().__init__(make_config(cfg, GANConfig, overrides), parts=1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         check_input(x, _data_shape(self.cfg))
@@ -152,7 +159,7 @@ class DDGANDiscriminator(_TimeDiscriminator):
     """DDGAN's D(x_{t-1}, x_t, t) -> logits (B,): is x_{t-1} a real denoising of x_t?"""
 
     def __init__(self, cfg: GANConfig | None = None, **overrides: object):
-        super().__init__(cfg or GANConfig(**overrides), parts=2)
+        super().__init__(make_config(cfg, GANConfig, overrides), parts=2)
 
     def forward(self, x_prev: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         check_input(x_prev, _data_shape(self.cfg), "x_prev")
@@ -164,7 +171,7 @@ class DDGANGenerator(_Part):
     """DDGAN's G(x_t, z, t) -> x0 prediction; z enters with the time embedding (Sec. 4.2)."""
 
     def __init__(self, cfg: GANConfig | None = None, **overrides: object):
-        super().__init__(cfg or GANConfig(**overrides))
+        super().__init__(make_config(cfg, GANConfig, overrides))
         cfg = self.cfg
         self.time_embed = _time_embedding(cfg)
         if cfg.kind == "mlp":

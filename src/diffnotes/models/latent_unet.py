@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 
 from diffnotes.models.backbone import Backbone, BackboneConfig, TimeConditioned
-from diffnotes.models.blocks import AttentionBlock, as_time, check_input
+from diffnotes.models.blocks import AttentionBlock, as_time, check_input, make_config
+from diffnotes.util import check_int
 
 
 @dataclass(kw_only=True)
@@ -35,7 +36,7 @@ class LatentUNet(TimeConditioned):
     """eps_theta(z_t, t, tau(y)) for latents z (B, c, h, w) and context (B, L, E)."""
 
     def __init__(self, cfg: LatentUNetConfig | None = None, **overrides: object):
-        cfg = cfg or LatentUNetConfig(**overrides)
+        cfg = make_config(cfg, LatentUNetConfig, overrides)
         super().__init__(cfg, cfg.latent_size)
         self.null_token = nn.Parameter(torch.randn(1, 1, cfg.context_dim) * 0.02)
 
@@ -76,12 +77,22 @@ class LatentUNet(TimeConditioned):
                 )
             keep = keep & context_mask.bool()
         if drop is not None:
+            if not isinstance(drop, torch.Tensor) or drop.shape != (b,):
+                got = tuple(drop.shape) if isinstance(drop, torch.Tensor) else type(drop).__name__
+                raise ValueError(f"drop must be a (B,) = ({b},) bool tensor, got {got}")
             keep = keep & ~drop.bool().reshape(b, 1)
         # The null token is always visible, so a dropped or empty context never masks every key.
         context = torch.cat([self.null_token.expand(b, 1, -1).to(context.dtype), context], dim=1)
         keep = torch.cat([keep.new_ones(b, 1), keep], dim=1)  # (B, 1 + L)
         emb = self.time_embed(as_time(t, b, z.device))  # (B, 4C)
         return self.backbone(z, emb, context=context, context_mask=keep)  # (B, c, h, w)
+
+
+def _check_captions(captions: object, name: str, empty: bool = True) -> None:
+    """A list of strings (not one string, which would be read as its characters)."""
+    ok = isinstance(captions, (list, tuple, set, frozenset)) and (empty or len(captions) > 0)
+    if not ok or not all(isinstance(c, str) for c in captions):
+        raise ValueError(f"{name} must be a non-empty list of strings, got {captions!r:.60}")
 
 
 class CaptionEncoder(nn.Module):
@@ -92,6 +103,12 @@ class CaptionEncoder(nn.Module):
 
     def __init__(self, vocab: Sequence[str], dim: int = 64, max_len: int = 16, layers: int = 2):
         super().__init__()
+        _check_captions(vocab, "vocab")
+        check_int(dim, "dim", 4)
+        if dim % 4:
+            raise ValueError(f"dim must be a multiple of 4 (the attention heads), got {dim}")
+        check_int(max_len, "max_len", 1)
+        check_int(layers, "layers", 1)
         self.vocab = ["<pad>", "<unk>", *sorted(set(vocab) - {"<pad>", "<unk>"})]
         self.index = {w: i for i, w in enumerate(self.vocab)}
         self.max_len = max_len
@@ -109,6 +126,7 @@ class CaptionEncoder(nn.Module):
 
     def tokenise(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(ids (B, L) long, mask (B, L) bool) with L = the longest caption, <= max_len."""
+        _check_captions(captions, "captions", empty=False)
         words = [c.lower().split()[: self.max_len] for c in captions]
         length = max(1, max(len(w) for w in words))
         ids = torch.zeros(len(words), length, dtype=torch.long)

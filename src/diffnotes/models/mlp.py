@@ -17,6 +17,7 @@ from diffnotes.models.blocks import (
     TimeEmbedding,
     check_input,
     label_embedding,
+    make_config,
     squash_variance,
 )
 
@@ -36,7 +37,7 @@ class TimeMLP(ClassConditioned):
 
     def __init__(self, cfg: MLPConfig | None = None, **overrides: object):
         super().__init__()
-        cfg = cfg or MLPConfig(**overrides)
+        cfg = make_config(cfg, MLPConfig, overrides)
         self.cfg = cfg
         h = cfg.hidden
         self.time_embed = TimeEmbedding(h, h, cfg.time_scale)

@@ -18,6 +18,7 @@ from diffnotes.models.blocks import (
     check_input,
     count_parameters,
     label_embedding,
+    make_config,
     squash_variance,
     timestep_embedding,
 )
@@ -45,7 +46,7 @@ class UNet(ClassConditioned, TimeConditioned):
     """
 
     def __init__(self, cfg: UNetConfig | None = None, **overrides: object):
-        cfg = cfg or UNetConfig(**overrides)
+        cfg = make_config(cfg, UNetConfig, overrides)
         super().__init__(cfg, cfg.image_size)
         out = cfg.out_channels or cfg.in_channels
         self.out_channels = 2 * out if cfg.learned_variance else out

@@ -21,6 +21,7 @@ from diffnotes.models.blocks import (
     as_time,
     attend,
     check_input,
+    make_config,
     timestep_embedding,
     zero_module,
 )
@@ -66,7 +67,7 @@ class VideoUNet(TimeConditioned):
     """eps_theta(x_t, t | x_cond, mask) for videos (B, C, F, H, W); mask (B, F) 1 = known frame."""
 
     def __init__(self, cfg: VideoUNetConfig | None = None, **overrides: object):
-        cfg = cfg or VideoUNetConfig(**overrides)
+        cfg = make_config(cfg, VideoUNetConfig, overrides)
         super().__init__(cfg, cfg.image_size)
 
         def mixers(ch: int, res: int) -> list[nn.Module]:
@@ -94,8 +95,9 @@ class VideoUNet(TimeConditioned):
         b, c, f = x.shape[:3]
         if mask is None:
             mask = x.new_zeros(b, f)
-        if mask.shape != (b, f):
-            raise ValueError(f"mask must have shape (B, F) = ({b}, {f}), got {tuple(mask.shape)}")
+        if not isinstance(mask, torch.Tensor) or mask.shape != (b, f):
+            got = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"mask must have shape (B, F) = ({b}, {f}), got {got}")
         if x_cond is None:
             if mask.bool().any():
                 raise ValueError("x_cond must be given when mask marks known frames")
