@@ -23,7 +23,7 @@ from diffnotes.analytic import GaussianMixture
 from diffnotes.forward import q_sample
 from diffnotes.metrics.samples import mode_stats
 from diffnotes.schedules import DiscreteSchedule, linear_schedule
-from diffnotes.util import check_in, check_instance, check_int, check_number
+from diffnotes.util import check_callable, check_in, check_instance, check_int, check_number
 
 __all__ = [
     "d_loss",
@@ -228,10 +228,7 @@ def check_run(G: nn.Module, data: Callable, betas: tuple, seed: int, n_snapshot:
         raise ValueError(
             f"G must be a generator with cfg.z_dim (models.gan), got {type(G).__name__}"
         )
-    if not callable(data):
-        raise ValueError(
-            f"data must be callable (n, generator) -> samples, got {type(data).__name__}"
-        )
+    check_callable(data, "data", "(n, generator) -> samples")
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
     check_in(betas[0], "betas[0]", 0, 1, "[)")

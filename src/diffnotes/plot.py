@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from diffnotes.profile import profile
-from diffnotes.util import check_int, check_number
+from diffnotes.util import check_callable, check_int, check_number
 
 Slider = Sequence[float] | tuple[float, float, float]
 
@@ -224,8 +224,7 @@ def widget(
     """
     if not sliders:
         raise ValueError("widget needs at least one slider, e.g. t=[0, 250, 500, 999]")
-    if not callable(draw):
-        raise ValueError(f"draw must be callable (ax, **values), got {type(draw).__name__}")
+    check_callable(draw, "draw", "(ax, **values)")
     check_number(panel_size, "panel_size", positive=True)
     values = {name: _slider_values(name, spec) for name, spec in sliders.items()}
     if not profile().static:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from diffnotes.io import flatten_optimizer, read_safetensors, unflatten_optimizer, write_safetensors
-from diffnotes.util import check_in, check_instance, check_int, check_number
+from diffnotes.util import check_callable, check_in, check_instance, check_int, check_number
 
 FORMAT = "diffnotes-checkpoint-v1"
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -133,10 +133,7 @@ def train(
     found there and writes one every ``checkpoint_every`` steps and at the end.
     """
     check_instance(model, "model", nn.Module, "an nn.Module")
-    if not callable(loss_fn):
-        raise ValueError(
-            f"loss_fn must be callable (model, batch, generator), got {type(loss_fn).__name__}"
-        )
+    check_callable(loss_fn, "loss_fn", "(model, batch, generator)")
     check_int(steps, "steps", 0)
     check_int(batch_size, "batch_size", 1)
     check_number(lr, "lr", positive=True)  # lr = 0 would train nothing, silently

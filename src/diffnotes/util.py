@@ -79,6 +79,14 @@ def check_instance(value: T, name: str, kind: type | tuple[type, ...], allowed: 
     return value
 
 
+def check_callable(value: T, name: str, signature: str = "") -> T:
+    """``value`` if it can be called; ``signature`` shows how, e.g. '(model, batch, generator)'."""
+    if not callable(value):
+        how = f" {signature}" if signature else ""
+        raise ValueError(f"{name} must be callable{how}, got {type(value).__name__}")
+    return value
+
+
 def check_batch(x: object, name: str) -> Tensor:
     """A finite floating tensor of shape (B, ...) with B >= 1 and at least 2 dimensions."""
     if not isinstance(x, Tensor) or x.ndim < 2 or not x.is_floating_point() or x.shape[0] < 1:

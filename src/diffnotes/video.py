@@ -24,6 +24,7 @@ from diffnotes.param import EpsModel
 from diffnotes.schedules import DiscreteSchedule, check_schedule
 from diffnotes.util import (
     check_batch,
+    check_callable,
     check_choice,
     check_in,
     check_instance,
@@ -212,8 +213,7 @@ def _coefs(schedule: DiscreteSchedule, t: Tensor, x: Tensor) -> tuple[Tensor, Te
 
 def _check_model(model: Callable, schedule: DiscreteSchedule, name: str = "model") -> None:
     check_schedule(schedule)
-    if not callable(model):
-        raise ValueError(f"{name} must be callable, got {type(model).__name__}")
+    check_callable(model, name)
 
 
 def _check_known(x_known: Tensor, mask: Tensor) -> Tensor:
@@ -336,8 +336,7 @@ def rollout(
     keeps its ``frames - k`` new frames, until ``length`` frames. Returns (B, C, length, H, W).
     """
     check_batch(first, "first")
-    if not callable(sample_clip):
-        raise ValueError(f"sample_clip must be callable, got {type(sample_clip).__name__}")
+    check_callable(sample_clip, "sample_clip")
     if first.ndim != 5:
         raise ValueError(f"first must be videos (B, C, k, H, W), got {tuple(first.shape)}")
     k = first.shape[2]

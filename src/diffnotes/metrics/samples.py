@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffnotes.util import check_int, check_number
+from diffnotes.util import check_callable, check_int, check_number
 
 __all__ = ["sliced_wasserstein", "energy_distance", "mode_stats", "noise_floor"]
 
@@ -144,10 +144,7 @@ def noise_floor(
         raise ValueError(
             f"mixture must have a sample(n, generator) method, got {type(mixture).__name__}"
         )
-    if not callable(metric):
-        raise ValueError(
-            f"metric must be callable (e.g. sliced_wasserstein), got {type(metric).__name__}"
-        )
+    check_callable(metric, "metric", "(a, b) -> float, e.g. sliced_wasserstein")
     g = torch.Generator().manual_seed(seed)
     vals = [metric(mixture.sample(n, g), mixture.sample(n, g)) for _ in range(repeats)]
     return float(sum(vals) / repeats)
