@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from diffnotes.util import child_env
+
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ("ci", "book", "gpu")
 
@@ -87,8 +89,7 @@ def start(run: Run, profile: str, timeout: int, base: Path) -> None:
     run.workdir = Path(
         tempfile.mkdtemp(prefix=f"{run.chapter.stem}-s{run.seed}-t{run.threads}-", dir=base)
     )
-    env = dict(
-        os.environ,
+    env = child_env(
         DIFFNOTES_PROFILE=profile,
         DIFFNOTES_SEED=str(run.seed),
         OMP_NUM_THREADS=str(run.threads),

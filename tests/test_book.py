@@ -278,3 +278,13 @@ def test_built_book_loads_no_outside_script_and_shows_no_machine_path() -> None:
         # a Markdown table a cell displays must come out as a table, not as "| a | b |" text
         raw = re.search(r"<p>\|[^<\n]*\|\n\|", html)  # a paragraph of "| a | b |" lines
         assert not raw, f"{page.relative_to(BUILT)} shows an unrendered table: {raw[0]!r}"
+
+
+def test_child_env_shortens_the_openmp_spin_unless_set(monkeypatch):
+    from diffnotes.util import child_env
+
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    env = child_env(DIFFNOTES_PROFILE="ci")
+    assert env["GOMP_SPINCOUNT"] == "1000" and env["DIFFNOTES_PROFILE"] == "ci"
+    monkeypatch.setenv("GOMP_SPINCOUNT", "300000")  # the reader's own choice wins
+    assert child_env()["GOMP_SPINCOUNT"] == "300000"

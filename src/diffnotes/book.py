@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from diffnotes.profile import PROFILES, profile
+from diffnotes.util import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +51,7 @@ def build(profile_name: str, *, root: Path = ROOT, warnings_as_errors: bool = Tr
     build_dir.mkdir(exist_ok=True)
     generated = build_dir / f"_config.{profile_name}.yml"
     generated.write_text(yaml.safe_dump(config, sort_keys=False))
-    env = dict(os.environ, DIFFNOTES_PROFILE=profile_name, DIFFNOTES_STATIC="1")
+    env = child_env(DIFFNOTES_PROFILE=profile_name, DIFFNOTES_STATIC="1")
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     # --all: Sphinx would otherwise keep pages rendered from an older cache.
     cmd = [str(jupyter_book), "build", str(root), "--config", str(generated), "--all"]

@@ -186,6 +186,18 @@ def progress_bar(items: Iterable[T], desc: str, enabled: bool) -> Iterable[T]:
     return tqdm(items, desc=desc, ascii=True, mininterval=1.0)
 
 
+# GNU OpenMP (torch's Linux wheels) lets idle threads spin 300,000 times before they sleep: alone on
+# the cores the fastest choice, beside another job a spinning thread holds the core its partner
+# needs, and every small operation waits for a time slice (`python -m bench.threads`)
+OPENMP_DEFAULTS = {"GOMP_SPINCOUNT": "1000"}
+
+
+def child_env(**values: str) -> dict[str, str]:
+    """os.environ plus ``values`` for a child process (a notebook kernel), with OPENMP_DEFAULTS
+    where the variable is not set already."""
+    return {**OPENMP_DEFAULTS, **os.environ, **values}
+
+
 def env_flag(name: str) -> bool:
     """An on/off environment variable (1, true or yes, any case), e.g. DIFFNOTES_STATIC."""
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
