@@ -1,6 +1,6 @@
 """Two torch threads on a shared 2-core machine: what OpenMP's spin-waiting costs.
 
-    python -m bench.threads [--repeats 2]
+    python -m bench.threads [--repeats 2] [--spins 100 10000]
 
 torch's CPU wheels for Linux run their parallel regions on GNU OpenMP, whose idle threads spin
 (GOMP_SPINCOUNT, 300,000 by default) before they sleep. Alone on the cores that is the fastest
@@ -69,9 +69,16 @@ def ms_per_step(kind: str, extra: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="runs per cell (>= 1)")
+    parser.add_argument(
+        "--spins", type=int, nargs="*", default=[], help="more GOMP_SPINCOUNT values to try"
+    )
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if any(spin < 0 for spin in args.spins):
+        parser.error(f"--spins must be counts >= 0, got {args.spins}")
+    settings = dict(SETTINGS)
+    settings.update({f"GOMP_SPINCOUNT={n}": {"GOMP_SPINCOUNT": str(n)} for n in args.spins})
     print(f"{'condition':<34}{'setting':<26}{'MLP ms/step':>14}{'U-Net ms/step':>16}")
     for condition in ("quiet", "beside a 2-thread U-Net"):
         competitor = None
@@ -80,7 +87,7 @@ def main() -> None:
             competitor = subprocess.Popen(cmd, env=_env({}), stdout=subprocess.DEVNULL)
             time.sleep(3.0)
         try:
-            for name, extra in SETTINGS.items():
+            for name, extra in settings.items():
                 cells = []
                 for kind in ("mlp", "unet"):
                     runs = [ms_per_step(kind, extra) for _ in range(args.repeats)]
