@@ -12,9 +12,6 @@ NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 # ipywidgets' comm traffic nbclient now and then misses a reply and idles for the whole cell
 # timeout before it finds it (15 s stalls with a 15 s timeout in a stress run, 300 s in make test).
 NBENV  := DIFFNOTES_PROFILE=ci DIFFNOTES_STATIC=1 OMP_NUM_THREADS=1
-# torch's OpenMP threads spin before they sleep; beside another job on the same cores that makes
-# every small operation wait for a time slice (`python -m bench.threads`). A short spin avoids it.
-export GOMP_SPINCOUNT ?= 1000
 
 .PHONY: install test unit notebooks book book-ci lint format clean bench strip claims
 

@@ -8,7 +8,8 @@ choice; beside another job that uses the same cores, a spinning thread holds a c
 thread needs, and every small operation waits for a time slice. This prints ms per training step
 of a 2-D MLP (the toy chapters' networks) and of the digits U-Net (`UNetConfig()`, batch 32) at
 two threads, quiet and beside a competing two-thread U-Net training, for the default, for
-GOMP_SPINCOUNT=1000 (what `make` and `python -m diffnotes.book` set unless you set it yourself)
+GOMP_SPINCOUNT=1000 (`diffnotes.util.OPENMP_DEFAULTS`: what `make book`, `python -m diffnotes.book`
+and `bench.claims` give notebook kernels unless you set it yourself)
 and for OMP_WAIT_POLICY=PASSIVE (no spinning). Each cell runs in a fresh process, since OpenMP
 reads these variables once. Run it on an otherwise idle machine: it makes its own competitor.
 """
@@ -21,9 +22,11 @@ import subprocess
 import sys
 import time
 
+from diffnotes.util import OPENMP_DEFAULTS
+
 SETTINGS = {
     "default": {},
-    "GOMP_SPINCOUNT=1000": {"GOMP_SPINCOUNT": "1000"},
+    f"GOMP_SPINCOUNT={OPENMP_DEFAULTS['GOMP_SPINCOUNT']}": dict(OPENMP_DEFAULTS),
     "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
 }
 
