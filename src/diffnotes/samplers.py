@@ -198,9 +198,8 @@ def ddim_invert(
     refines each x_t towards the exact inverse of the decoder step, x_t = (x_{t_prev} - c eps(x_t,
     t)) / a, by fixed-point iteration (as in exact-inversion methods), one model call each.
     """
-    upward = _pairs(check_schedule(schedule).check_steps(ts))[
-        ::-1
-    ]  # (t, t_prev) with t rising, from (t_min, -1)
+    steps = check_schedule(schedule).check_steps(ts)
+    upward = _pairs(steps)[::-1]  # (t, t_prev) with t rising, from (t_min, -1)
     check_int(fixed_point_iters, "fixed_point_iters", 0)
 
     def step(i: int, pair: tuple[int, int], x: Tensor) -> tuple[Tensor, Tensor]:
