@@ -171,6 +171,7 @@ def summarise(runs: list[Run]) -> dict:
                 chapter=chapter,
                 name=name,
                 paper=first.get("paper"),
+                evidence=first.get("evidence"),
                 runs=len(chapter_runs),
                 min=min(values),
                 median=statistics.median(values),

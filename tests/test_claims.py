@@ -71,10 +71,24 @@ def test_reports_and_sanity_are_not_claims(env):
 
 def test_module_functions_use_the_current_chapter(env):
     claims.chapter("02-test")
-    claims.check("a", 1.0, "<", 2.0)
+    claims.check("a", 1.0, "<", 2.0, evidence="trained")
     claims.report("b", 5.0)
     text = str(claims.table(robustness=False).data)
-    assert "| a | — | 1 | < 2 (margin +1) |" in text and "| b | — | 5 | reported |" in text
+    assert "| a | — | 1 | < 2 (margin +1) | trained |" in text
+    assert "| b | — | 5 | reported | — |" in text
+
+
+def test_evidence_is_recorded_and_checked(env):
+    log = claims.chapter("04-test")
+    log.check("a", 1.0, "<", 2.0, evidence="exact")
+    log.report("b", 2.0, evidence="timing")
+    assert [r.evidence for r in log.records] == ["exact", "timing"]
+    for bad in ("train", "", "Trained"):
+        with pytest.raises(ValueError, match="evidence of claim 'c' must be one of"):
+            log.check("c", 1.0, "<", 2.0, evidence=bad)
+        with pytest.raises(ValueError, match="evidence of claim 'c' must be one of"):
+            log.report("c", 1.0, evidence=bad)
+    assert [r.name for r in log.records] == ["a", "b"]
 
 
 def test_robustness_column_from_a_summary(tmp_path, monkeypatch):

@@ -3,15 +3,19 @@
 A chapter opens its log once, then states each claim with the paper's number beside it::
 
     claims = dn.claims.chapter("01-ddpm")
-    claims.check("ring: on-mode share, L_simple / VLB", ratio, ">=", 1.5, paper="FID 3.17 vs 13.51")
+    claims.check("ring: on-mode share, L_simple / VLB", ratio, ">=", 1.5,
+                 paper="FID 3.17 vs 13.51", evidence="trained")
     claims.report("digits: FD-digits / real floor", fd / floor)   # measured, not asserted
     claims.sanity("floor is positive", floor > 0)                 # not a claim
     claims.table()                                                # the "What we measured" table
 
 `check` raises `ClaimError` (an AssertionError) when the claim fails. When ``DIFFNOTES_CLAIMS_LOG``
 names a file, every check and report is appended to it as one JSON line (chapter, name, value,
-op, threshold, margin, paper, profile, seed, threads), which is what `bench.claims` aggregates.
-The margin is signed: positive when the claim holds, in the units of the value.
+op, threshold, margin, paper, evidence, profile, seed, threads), which is what `bench.claims`
+aggregates. The margin is signed: positive when the claim holds, in the units of the value.
+
+``evidence`` says what a number rests on: ``"trained"`` (a network trained in the chapter with the
+paper's method), ``"exact"`` (a closed form or the exact oracle) or ``"timing"`` (a clock).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 ROBUSTNESS_FILE = Path(__file__).parent / "robustness.json"
+EVIDENCE = ("trained", "exact", "timing")
 
 
 class ClaimError(AssertionError):
@@ -48,6 +53,7 @@ class Record:
     passed: bool | None = None
     paper: str | None = None
     note: str | None = None
+    evidence: str | None = None
     profile: str = ""
     seed: int = 0
     threads: str = ""
@@ -65,6 +71,12 @@ def _number(name: str, value: Any, what: str) -> float:
     if math.isinf(number):  # inf passes every > claim and fails every <, whatever was measured
         raise ValueError(f"{what} of claim {name!r} must be finite, got {number}")
     return number
+
+
+def _evidence(name: str, evidence: str | None) -> str | None:
+    if evidence is not None and evidence not in EVIDENCE:
+        raise ValueError(f"evidence of claim {name!r} must be one of {EVIDENCE}, got {evidence!r}")
+    return evidence
 
 
 def margin(value: float, op: str, threshold: float) -> float:
@@ -105,10 +117,12 @@ class ClaimLog:
         *,
         paper: str | None = None,
         note: str | None = None,
+        evidence: str | None = None,
     ) -> float:
         """Assert ``value op threshold`` (op one of <, <=, >, >=), record it, return the margin."""
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"name must be a non-empty string, got {name!r}")
+        evidence = _evidence(name, evidence)
         if op not in OPS:
             raise ValueError(f"op of claim {name!r} must be one of {tuple(OPS)}, got {op!r}")
         value = _number(name, value, "value")
@@ -124,6 +138,7 @@ class ClaimLog:
             passed=passed,
             paper=paper,
             note=note,
+            evidence=evidence,
         )
         self._record(rec)
         if not passed:
@@ -134,15 +149,28 @@ class ClaimLog:
         return rec.margin
 
     def report(
-        self, name: str, value: float, *, paper: str | None = None, note: str | None = None
+        self,
+        name: str,
+        value: float,
+        *,
+        paper: str | None = None,
+        note: str | None = None,
+        evidence: str | None = None,
     ) -> float:
         """Record a measured number that is shown beside the paper's but not asserted."""
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"name must be a non-empty string, got {name!r}")
+        evidence = _evidence(name, evidence)
         value = _number(name, value, "value")
         self._record(
             Record(
-                chapter=self.chapter, name=name, value=value, kind="report", paper=paper, note=note
+                chapter=self.chapter,
+                name=name,
+                value=value,
+                kind="report",
+                paper=paper,
+                note=note,
+                evidence=evidence,
             )
         )
         return value
@@ -157,19 +185,21 @@ class ClaimLog:
     def table(self, *, robustness: bool = True) -> Any:
         """The chapter's "What we measured" table as IPython Markdown (text outside IPython).
 
-        Columns: quantity, the paper's number, ours, the claim; with ``robustness`` a last column
-        from the committed `bench.claims` run of the book profile (passes / runs, worst margin).
+        Columns: quantity, the paper's number, ours, the claim, its evidence (trained, exact,
+        timing); with ``robustness`` a last column from the committed `bench.claims` run of the
+        book profile (passes / runs, worst margin).
         """
         from diffnotes.plot import table
 
         robust = load_robustness().get(self.chapter, {}) if robustness else {}
-        header = ["quantity", "paper", "ours", "claim"] + (["robustness"] if robust else [])
+        header = ["quantity", "paper", "ours", "claim", "evidence"]
+        header += ["robustness"] if robust else []
         rows = []
         for r in self.records:
             claim = "reported" if r.kind == "report" else f"{r.op} {r.threshold:.4g}"
             if r.kind == "claim":
                 claim += f" (margin {r.margin:+.3g})"
-            row = [r.name, r.paper or "—", format(r.value, ".4g"), claim]
+            row = [r.name, r.paper or "—", format(r.value, ".4g"), claim, r.evidence or "—"]
             rows.append(row + ([robust.get(r.name, "—")] if robust else []))
         return table(header, rows)
 
