@@ -247,3 +247,110 @@ def test_exact_step_sample_covers_the_ring_and_the_gaussian_step_does_not() -> N
         mix, sched, x_T, gaussian=True, generator=torch.Generator().manual_seed(1)
     )
     assert gan.mode_coverage(gauss, mix)[1] < 0.2
+
+
+# -- train_gans: lock-step ensembles; finite data; R1, EMA and lr_d of train_gan ----------------
+def test_train_gans_is_train_gan_run_by_run() -> None:
+    """Each member of a vmapped ensemble is the run `train_gan` makes alone (same seed, data,
+    noise), to float rounding: a GAN and a Diffusion-GAN member with different seeds."""
+    mix = gan.grid_mixture()
+    seeds, steps = [3, 5], 12
+    noises = [None, dict(sigma=0.7, C=2, interval=2, d_target=-0.5)]  # T climbs: r_d > -0.5
+
+    def diffusion(kw):
+        return None if kw is None else gan.AdaptiveDiffusion(**kw)
+
+    alone = [
+        gan.train_gan(
+            *small_parts(s)[1:], mix.sample, steps=steps, batch_size=8, lr=2e-3, lr_d=5e-3,
+            diffusion=diffusion(kw), seed=s, snapshot_every=6, n_snapshot=20,
+        )
+        for s, kw in zip(seeds, noises)
+    ]  # fmt: skip
+    pairs = [tuple(small_parts(s)[1:]) for s in seeds]
+    together = gan.train_gans(
+        pairs, mix.sample, steps=steps, diffusions=[diffusion(kw) for kw in noises],
+        seeds=seeds, batch_size=8, lr=2e-3, lr_d=5e-3, snapshot_every=6, n_snapshot=20,
+    )  # fmt: skip
+    for a, b in zip(alone, together):
+        assert [s["step"] for s in b.snapshots] == [6, 12]
+        for sa, sb in zip(a.snapshots, b.snapshots):
+            assert sa["T"] == sb["T"]
+            assert sa["r_d_mean"] == pytest.approx(sb["r_d_mean"], abs=1e-6)
+            torch.testing.assert_close(sa["samples"], sb["samples"], atol=1e-4, rtol=1e-4)
+        for pa, pb in zip(
+            [*a.G.parameters(), *a.D.parameters()], [*b.G.parameters(), *b.D.parameters()]
+        ):
+            torch.testing.assert_close(pa, pb, atol=1e-4, rtol=1e-4)
+    assert together[1].snapshots[-1]["T"] > 10  # the adaptive T moved, and identically
+
+
+def test_train_gans_refuses_shared_noise_and_mismatched_lists() -> None:
+    mix = gan.grid_mixture()
+    shared = gan.AdaptiveDiffusion()
+    pairs = [tuple(small_parts(s)[1:]) for s in (0, 1)]
+    with pytest.raises(ValueError, match="own AdaptiveDiffusion"):
+        gan.train_gans(pairs, mix.sample, steps=1, diffusions=[shared, shared], seeds=[0, 1])
+    with pytest.raises(ValueError, match="one entry per run"):
+        gan.train_gans(pairs, mix.sample, steps=1, diffusions=[None], seeds=[0, 1])
+    with pytest.raises(ValueError, match="one sampler or one per run"):
+        gan.train_gans(pairs, [mix.sample], steps=1, diffusions=[None, None], seeds=[0, 1])
+
+
+def test_finite_data_draws_only_its_points_with_replacement() -> None:
+    points = torch.tensor([[0.0, 1.0], [2.0, 3.0], [-1.0, 5.0]])
+    draw = gan.finite_data(points)
+    batch = draw(300, torch.Generator().manual_seed(0))
+    assert batch.shape == (300, 2)
+    rows = {tuple(r.tolist()) for r in batch}
+    assert rows == {tuple(r.tolist()) for r in points}  # every point, nothing else
+    # uniform draws in the generator's order: the same indices torch.randint would give
+    index = torch.randint(3, (5,), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(draw(5, torch.Generator().manual_seed(1)), points[index])
+    with pytest.raises(ValueError, match="NaN"):
+        gan.finite_data(torch.tensor([[0.0, float("nan")]]))
+    with pytest.raises(ValueError, match="points"):
+        gan.finite_data(torch.zeros(3))
+
+
+def test_gan_step_r1_adds_half_gamma_times_the_squared_input_gradient() -> None:
+    """A linear D(x) = w.x + b at t = -1: R1 = ||w||^2 for every sample, so the D loss with
+    r1_gamma = 4 is the plain loss + 2 ||w||^2 (checked before the optimiser moves w)."""
+    cfg, G, D = small_parts()
+    real, z = torch.randn(8, 2), torch.randn(8, cfg.z_dim)
+    w = torch.tensor([0.3, -0.7])
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(w.clone())
+
+        def forward(self, x, t):
+            return x @ self.w + 0.1
+
+    losses = []
+    for gamma in (0.0, 4.0):
+        D = Linear()
+        opt_g, opt_d = (torch.optim.SGD(m.parameters(), lr=0.0) for m in (G, D))
+        losses.append(gan.gan_step(G, D, opt_g, opt_d, real, z, r1_gamma=gamma)["loss_d"])
+    assert losses[1] - losses[0] == pytest.approx(2 * float(w @ w), rel=1e-5)
+    with pytest.raises(ValueError, match="r1_gamma"):
+        gan.gan_step(G, D, opt_g, opt_d, real, z, r1_gamma=-1.0)
+
+
+def test_train_gan_ema_and_own_discriminator_rate() -> None:
+    """EMA after one step: decay min(ema, 2 / 11), so G_ema = 2/11 init + 9/11 trained, and the
+    snapshot samples G_ema on the fixed z of seed + 1."""
+    mix = gan.grid_mixture()
+    _, G, D = small_parts(1)
+    init = [p.detach().clone() for p in G.parameters()]
+    run = gan.train_gan(G, D, mix.sample, steps=1, batch_size=8, ema=0.99, n_snapshot=10)
+    for e, p0, p in zip(run.G_ema.parameters(), init, run.G.parameters()):
+        torch.testing.assert_close(e, (2 / 11) * p0 + (9 / 11) * p)
+    z_fixed = torch.randn(10, 4, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(run.snapshots[-1]["samples"], run.G_ema(z_fixed))
+    with pytest.raises(ValueError, match="lr_d"):
+        gan.train_gan(G, D, mix.sample, steps=1, lr_d=0.0)
+    with pytest.raises(ValueError, match="ema"):
+        gan.train_gan(G, D, mix.sample, steps=1, ema=1.0)

@@ -13,8 +13,9 @@ Step indices follow the book: t = T-1..0, and t - 1 = -1 is clean data.
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,9 @@ from torch import Tensor
 from diffnotes.analytic import GaussianMixture
 from diffnotes.forward import q_posterior, q_sample
 from diffnotes.gan import check_run, d_loss, g_loss, r1_penalty
+from diffnotes.losses import eps_loss
 from diffnotes.schedules import DiscreteSchedule, check_schedule
+from diffnotes.train import train
 from diffnotes.util import check_batch, check_in, check_instance, check_int, check_number
 
 __all__ = [
@@ -35,7 +38,9 @@ __all__ = [
     "ddgan_sample",
     "ddgan_step",
     "DDGANRun",
+    "cosine_lr",
     "train_ddgan",
+    "train_gaussian_steps",
     "denoising_posterior",
     "gaussian_gap",
     "exact_step_sample",
@@ -99,9 +104,20 @@ def posterior_sample(
     return mean + var.sqrt().to(x0.dtype) * noise
 
 
-def _latent(G: nn.Module, n: int, generator: torch.Generator | None, latent: bool) -> Tensor:
+Latent = bool | Sequence[bool]
+
+
+def _latent(G: nn.Module, n: int, generator: torch.Generator | None, latent: Latent) -> Tensor:
+    """z ~ N(0, I) (n, z_dim), zeroed where ``latent`` is False: for all rows, or per member of
+    an ensemble (one flag per member, rows member-major)."""
     z = torch.randn(n, G.cfg.z_dim, generator=generator)
-    return z if latent else torch.zeros_like(z)
+    if isinstance(latent, bool):
+        return z if latent else torch.zeros_like(z)
+    members = getattr(G.cfg, "members", 1)
+    if len(latent) != members or not all(isinstance(f, bool) for f in latent):
+        raise ValueError(f"latent must be a bool or {members} bools (one per member), got {latent}")
+    keep = torch.tensor(latent, dtype=z.dtype).repeat_interleave(n // members)
+    return z * keep[:, None]
 
 
 def ddgan_sample(
@@ -109,14 +125,15 @@ def ddgan_sample(
     schedule: DiscreteSchedule,
     x_T: Tensor,
     *,
-    latent: bool = True,
+    latent: Latent = True,
     generator: torch.Generator | None = None,
     trajectory: bool = False,
 ) -> Tensor | tuple[Tensor, list[Tensor]]:
     """DDGAN sampling (Xiao et al. Sec. 3.3): x0 = G(x_t, z, t), then x_{t-1} ~ q(x_{t-1}|x_t, x0).
 
     Each step draws z, then the posterior noise, from ``generator``; ``latent=False`` feeds z = 0
-    (a deterministic generator). With ``trajectory`` also returns [x_T, ..., x_0].
+    (a deterministic generator; a list of flags sets it per member of an ensemble). With
+    ``trajectory`` also returns [x_T, ..., x_0].
     """
     check_batch(x_T, "x_T")
     check_schedule(schedule)
@@ -144,7 +161,7 @@ def ddgan_step(
     schedule: DiscreteSchedule,
     *,
     r1_gamma: float = 0.02,
-    latent: bool = True,
+    latent: Latent = True,
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
     """One D step (non-saturating loss + gamma/2 R1 on the real x_{t-1}) and one G step (eq. 6)."""
@@ -172,11 +189,30 @@ def ddgan_step(
 
 @dataclass
 class DDGANRun:
-    """A finished DDGAN run: the networks and one snapshot dict (step, samples) per snapshot."""
+    """A finished DDGAN run: the networks, the EMA of G (G itself without EMA) and one snapshot
+    dict (step, samples from ``G_ema``, losses) per snapshot."""
 
     G: nn.Module
     D: nn.Module
     snapshots: list[dict[str, Any]]
+    G_ema: nn.Module
+
+
+def cosine_lr(lr: float, lr_min: float, step: int, steps: int) -> float:
+    """lr_min + (lr - lr_min) (1 + cos(pi step / steps)) / 2: the official CosineAnnealingLR."""
+    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * step / steps)) / 2
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def _ema_update(ema: nn.Module, live: nn.Module, decay: float) -> None:
+    """ema <- decay ema + (1 - decay) live for every parameter (the official ``EMA`` wrapper)."""
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), live.parameters()):
+            e.lerp_(p, 1.0 - decay)
 
 
 def train_ddgan(
@@ -191,42 +227,95 @@ def train_ddgan(
     lr_d: float = 1.25e-4,
     betas: tuple[float, float] = (0.5, 0.9),
     r1_gamma: float = 0.02,
-    latent: bool = True,
+    r1_every: int = 15,
+    ema_decay: float | None = 0.9999,
+    lr_min: float | None = 1e-5,
+    latent: Latent = True,
     seed: int = 0,
     snapshot_every: int | None = None,
     n_snapshot: int = 2000,
 ) -> DDGANRun:
-    """Train DDGAN with `ddgan_step`; defaults are the paper's CIFAR-10 Adam settings.
+    """Train DDGAN with `ddgan_step`; defaults are the official code's CIFAR-10 settings.
 
-    ``data(n, generator)`` draws real x0; ``seed`` sets batches, t, z and noise (build G and D
-    under ``torch.manual_seed`` for the weights). Snapshots sample `ddgan_sample` from one fixed
-    x_T and generator every ``snapshot_every`` steps and at the end.
+    Adam with ``betas``; R1 with weight ``r1_gamma`` on every ``r1_every``-th D step, unscaled
+    (the official ``lazy_reg``: 15 on CIFAR-10; 1 puts R1 on every step); both learning rates
+    decay to ``lr_min`` on a cosine over the run (``CosineAnnealingLR``; None keeps them
+    constant), and G's weights are averaged with ``ema_decay`` (None: no EMA), warmed up as
+    min(ema_decay, (1 + step) / (10 + step)) so a short run is not dominated by the initial
+    weights. ``data(n, generator)`` draws real x0; ``seed`` sets batches, t, z and noise (build G
+    and D under ``torch.manual_seed`` for the weights). Snapshots sample `ddgan_sample` with the
+    EMA generator from one fixed x_T and generator every ``snapshot_every`` steps and at the end.
+
+    Ensembles (`models.ddgan_mlp.stack`, ``cfg.members = E``) draw ``batch_size`` rows per
+    member and their snapshots hold E * n_snapshot rows, member-major, all from the same x_T.
     """
     check_int(steps, "steps", 1)
     check_int(batch_size, "batch_size", 1)
+    check_number(r1_gamma, "r1_gamma", minimum=0.0)
+    check_int(r1_every, "r1_every", 1)
     check_number(lr_g, "lr_g", positive=True)
     check_number(lr_d, "lr_d", positive=True)
+    if lr_min is not None:
+        check_in(lr_min, "lr_min", 0, min(lr_g, lr_d))
+    if ema_decay is not None:
+        check_in(ema_decay, "ema_decay", 0, 1, "[)")
     every = steps if snapshot_every is None else check_int(snapshot_every, "snapshot_every", 1)
     check_run(G, data, betas, seed, n_snapshot)
     check_schedule(schedule)
     if getattr(G.cfg, "kind", "mlp") != "mlp":
         raise ValueError("G must be an MLP generator (kind='mlp'): snapshots draw x_T (n, dim)")
+    members = getattr(G.cfg, "members", 1)
+    if getattr(getattr(D, "cfg", None), "members", 1) != members:
+        raise ValueError(f"D must have as many members as G ({members})")
     g = torch.Generator().manual_seed(seed)
-    opt_g = torch.optim.Adam(G.parameters(), lr=lr_g, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=betas)
-    dim = G.cfg.dim
-    x_T = torch.randn(n_snapshot, dim, generator=torch.Generator().manual_seed(seed + 1))
+    opt_g = torch.optim.Adam(G.parameters(), lr=lr_g, betas=betas, foreach=True)
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=betas, foreach=True)
+    G_ema = G if ema_decay is None else copy.deepcopy(G).requires_grad_(False)
+    x_T = torch.randn(n_snapshot, G.cfg.dim, generator=torch.Generator().manual_seed(seed + 1))
+    x_T = x_T.repeat(members, 1)
     snapshots: list[dict[str, Any]] = []
     for step in range(1, steps + 1):
+        if lr_min is not None:
+            _set_lr(opt_g, cosine_lr(lr_g, lr_min, step - 1, steps))
+            _set_lr(opt_d, cosine_lr(lr_d, lr_min, step - 1, steps))
         stats = ddgan_step(
-            G, D, opt_g, opt_d, data(batch_size, g), schedule,
-            r1_gamma=r1_gamma, latent=latent, generator=g,
+            G, D, opt_g, opt_d, data(batch_size * members, g), schedule,
+            r1_gamma=r1_gamma if (step - 1) % r1_every == 0 else 0.0,
+            latent=latent, generator=g,
         )  # fmt: skip
+        if ema_decay is not None:
+            _ema_update(G_ema, G, min(ema_decay, (1 + step) / (10 + step)))
         if step % every == 0 or step == steps:
             gs = torch.Generator().manual_seed(seed + 2)
-            samples = ddgan_sample(G, schedule, x_T, latent=latent, generator=gs)
+            samples = ddgan_sample(G_ema, schedule, x_T, latent=latent, generator=gs)
             snapshots.append({"step": step, "samples": samples, **stats})
-    return DDGANRun(G, D, snapshots)
+    return DDGANRun(G, D, snapshots, G_ema)
+
+
+def train_gaussian_steps(
+    model: nn.Module,
+    data: Callable[[int, torch.Generator], Tensor],
+    schedule: DiscreteSchedule,
+    *,
+    steps: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> nn.Module:
+    """The Gaussian baseline on DDGAN's T steps: ``model`` as an eps-model trained with L_simple
+    (Ho et al. eq. 14); returns its EMA in eval mode (sample with `samplers.ddpm` on T-1..0).
+
+    An ensemble (``model.cfg.members = E``) draws ``batch_size`` rows per member; gradients are
+    not clipped (a global norm would couple the members). ``seed`` sets batches and noise.
+    """
+    check_schedule(schedule)
+    check_int(batch_size, "batch_size", 1)
+    members = getattr(getattr(model, "cfg", None), "members", 1)
+    result = train(
+        model, eps_loss(schedule), data, steps=steps, batch_size=batch_size * members, lr=lr,
+        grad_clip=None, seed=seed,
+    )  # fmt: skip
+    return result.ema.eval()
 
 
 # -- the exact denoising distribution of a mixture ---------------------------------------------

@@ -9,6 +9,7 @@ DDGAN's denoising GAN lives in `diffnotes.ddgan`; the parts are in `diffnotes.mo
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.func import functional_call, stack_module_state, vmap
 
 from diffnotes.analytic import GaussianMixture
 from diffnotes.forward import q_sample
@@ -33,6 +35,8 @@ __all__ = [
     "gan_step",
     "GANRun",
     "train_gan",
+    "train_gans",
+    "finite_data",
     "grid_mixture",
     "mode_coverage",
     "point_mass_js",
@@ -137,17 +141,22 @@ def gan_step(
     *,
     diffusion: AdaptiveDiffusion | None = None,
     generator: torch.Generator | None = None,
+    r1_gamma: float = 0.0,
 ) -> dict[str, float]:
     """One discriminator and one generator step; D(y, t) sees diffused samples with ``diffusion``.
 
-    Without ``diffusion`` this is the vanilla GAN with the same D called at t = -1 (clean).
-    Returns the two losses and r_d = E[sign D(y_real)] of this step.
+    Without ``diffusion`` this is the vanilla GAN with the same D called at t = -1 (clean). With
+    ``r1_gamma`` > 0 the discriminator loss gains (gamma / 2) E ||grad_x D(y(x), t)||^2 on the real
+    batch, the gradient taken through the diffusion as in the official loss.py (Mescheder et al.
+    2018). Returns the two losses and r_d = E[sign D(y_real)] of this step.
     """
     if not isinstance(real, Tensor) or not isinstance(z, Tensor) or len(real) != len(z):
         raise ValueError("real and z must be tensors with one row per sample (the same batch)")
     if diffusion is not None:
         check_instance(diffusion, "diffusion", AdaptiveDiffusion, "an AdaptiveDiffusion or None")
+    check_number(r1_gamma, "r1_gamma", minimum=0.0)
     fake = G(z)
+    real = real.detach().requires_grad_(r1_gamma > 0)
     if diffusion is None:
         t = torch.full((real.shape[0],), -1, dtype=torch.long)
         y_real, y_fake = real, fake
@@ -157,6 +166,8 @@ def gan_step(
         y_fake = diffusion.diffuse(fake, t, generator)
     real_logits = D(y_real, t)
     loss_d = d_loss(real_logits, D(y_fake.detach(), t))
+    if r1_gamma > 0:
+        loss_d = loss_d + 0.5 * r1_gamma * r1_penalty(real_logits, real)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
@@ -170,13 +181,36 @@ def gan_step(
     return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "r_d": r_d}
 
 
+def finite_data(points: Tensor) -> Sampler:
+    """A fixed training set as a sampler: ``(n, generator)`` draws n rows with replacement.
+
+    The regime of the paper's data-efficiency results (Sec. 4.3): the discriminator can memorise
+    a finite set, which is what the adaptive T of eq. 4 reacts to.
+    """
+    if not isinstance(points, Tensor) or points.ndim < 2 or len(points) < 1:
+        got = tuple(points.shape) if isinstance(points, Tensor) else type(points).__name__
+        raise ValueError(f"points must be a tensor (N, ...) with N >= 1, got {got}")
+    if not torch.isfinite(points).all():
+        raise ValueError("points contains NaN or inf")
+
+    def draw(n: int, generator: torch.Generator | None = None) -> Tensor:
+        index = torch.randint(len(points), (check_int(n, "n", 1),), generator=generator)
+        return points[index]
+
+    return draw
+
+
 @dataclass
 class GANRun:
-    """A finished run: the networks and one snapshot dict (step, T, samples, ...) per snapshot."""
+    """A finished run: the networks and one snapshot dict (step, T, samples, ...) per snapshot.
+
+    With ``ema`` in `train_gan`, ``G_ema`` is the averaged generator the snapshots sample from.
+    """
 
     G: nn.Module
     D: nn.Module
     snapshots: list[dict[str, Any]]
+    G_ema: nn.Module | None = None
 
 
 def train_gan(
@@ -192,34 +226,182 @@ def train_gan(
     seed: int = 0,
     snapshot_every: int | None = None,
     n_snapshot: int = 2500,
+    r1_gamma: float = 0.0,
+    ema: float = 0.0,
+    lr_d: float | None = None,
 ) -> GANRun:
     """Train G(z) against D(y, t) with `gan_step` (vanilla, or Diffusion-GAN with ``diffusion``).
 
-    ``data(n, generator)`` draws real samples; ``seed`` sets the batches, z and the noise (not the
-    initial weights: build G and D under ``torch.manual_seed``). Every ``snapshot_every`` steps
-    (and at the end) G is run on one fixed z of ``n_snapshot`` samples.
+    ``lr_d`` gives D its own learning rate (the two time-scale rule, Heusel et al. 2017; default
+    ``lr``). ``data(n, generator)`` draws real samples (`finite_data` for a fixed set); ``seed``
+    sets the batches, z and the noise (not the initial weights: build G and D under
+    ``torch.manual_seed``). Every ``snapshot_every`` steps (and at the end) the generator is run
+    on one fixed z of ``n_snapshot`` samples: G itself, or with ``ema`` > 0 its exponential moving
+    average G_ema <- d G_ema + (1 - d) G, d = min(ema, (1 + step) / (10 + step)) (StyleGAN2's
+    G_ema, which the official code samples).
+    Each snapshot also records T and the mean r_d since the previous snapshot.
     """
     check_int(steps, "steps", 1)
     check_int(batch_size, "batch_size", 1)
     check_number(lr, "lr", positive=True)
+    lr_d = lr if lr_d is None else check_number(lr_d, "lr_d", positive=True)
+    check_number(r1_gamma, "r1_gamma", minimum=0.0)
+    check_in(ema, "ema", 0, 1, "[)")
     every = steps if snapshot_every is None else check_int(snapshot_every, "snapshot_every", 1)
     check_run(G, data, betas, seed, n_snapshot)
     z_dim = G.cfg.z_dim
     g = torch.Generator().manual_seed(seed)
     z_fixed = torch.randn(n_snapshot, z_dim, generator=torch.Generator().manual_seed(seed + 1))
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr_d, betas=betas)
+    G_ema = copy.deepcopy(G).requires_grad_(False) if ema > 0 else None
     snapshots: list[dict[str, Any]] = []
+    r_ds: list[float] = []
     for step in range(1, steps + 1):
         real = data(batch_size, g)
         z = torch.randn(batch_size, z_dim, generator=g)
-        stats = gan_step(G, D, opt_g, opt_d, real, z, diffusion=diffusion, generator=g)
+        stats = gan_step(
+            G, D, opt_g, opt_d, real, z, diffusion=diffusion, generator=g, r1_gamma=r1_gamma
+        )
+        r_ds.append(stats["r_d"])
+        if G_ema is not None:  # warmed up as in `train.train`: short runs are not dragged back
+            decay = min(ema, (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1.0 - decay)
         if step % every == 0 or step == steps:
             with torch.no_grad():
-                samples = G(z_fixed)
+                samples = (G if G_ema is None else G_ema)(z_fixed)
             T = diffusion.T if diffusion is not None else 0
-            snapshots.append({"step": step, "T": T, "samples": samples, **stats})
-    return GANRun(G, D, snapshots)
+            r_d_mean = sum(r_ds) / len(r_ds)
+            snapshots.append({"step": step, "T": T, "samples": samples, "r_d_mean": r_d_mean})
+            snapshots[-1].update(stats)
+            r_ds.clear()
+    return GANRun(G, D, snapshots, G_ema)
+
+
+def train_gans(
+    pairs: list[tuple[nn.Module, nn.Module]],
+    data: Sampler | list[Sampler],
+    *,
+    steps: int,
+    diffusions: list[AdaptiveDiffusion | None],
+    seeds: list[int],
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    lr_d: float | None = None,
+    betas: tuple[float, float] = (0.5, 0.9),
+    snapshot_every: int | None = None,
+    n_snapshot: int = 2500,
+) -> list[GANRun]:
+    """Several independent `train_gan` runs in lock-step: one (G, D) pair, data, diffusion and
+    seed each, their networks stacked and batched with ``torch.func.vmap``.
+
+    Member m draws its batches, z and noise from its own ``seeds[m]`` in `train_gan`'s order, and
+    Adam acts on every element alone, so each member is the run `train_gan` would make, up to
+    the rounding of batched matrix products (tiny 2-D networks cost mostly per-call overhead:
+    M runs at once cost about as much as a few). The trained weights are copied back into the
+    given modules. ``data`` is one sampler for all members or one per member.
+    """
+    M = len(pairs)
+    if M < 1 or len(diffusions) != M or len(seeds) != M:
+        raise ValueError(
+            f"pairs, diffusions and seeds must have one entry per run, got {M}, "
+            f"{len(diffusions)} and {len(seeds)}"
+        )
+    samplers = data if isinstance(data, (list, tuple)) else [data] * M
+    if len(samplers) != M:
+        raise ValueError(f"data must be one sampler or one per run ({M}), got {len(samplers)}")
+    check_int(steps, "steps", 1)
+    check_int(batch_size, "batch_size", 1)
+    check_number(lr, "lr", positive=True)
+    lr_d = lr if lr_d is None else check_number(lr_d, "lr_d", positive=True)
+    every = steps if snapshot_every is None else check_int(snapshot_every, "snapshot_every", 1)
+    for (G, _), sampler, seed, diffusion in zip(pairs, samplers, seeds, diffusions):
+        check_run(G, sampler, betas, seed, n_snapshot)
+        if diffusion is not None:
+            check_instance(
+                diffusion, "diffusion", AdaptiveDiffusion, "an AdaptiveDiffusion or None"
+            )
+    if len({id(d) for d in diffusions if d is not None}) < sum(d is not None for d in diffusions):
+        raise ValueError("each run needs its own AdaptiveDiffusion (T adapts per run)")
+    Gs, Ds = [G for G, _ in pairs], [D for _, D in pairs]
+    g_params, g_buffers = stack_module_state(Gs)
+    d_params, d_buffers = stack_module_state(Ds)
+    g_base, d_base = copy.deepcopy(Gs[0]).to("meta"), copy.deepcopy(Ds[0]).to("meta")
+
+    def g_one(params: dict, buffers: dict, z: Tensor) -> Tensor:
+        return functional_call(g_base, (params, buffers), (z,))
+
+    def d_one(params: dict, buffers: dict, y: Tensor, t: Tensor) -> Tensor:
+        return functional_call(d_base, (params, buffers), (y, t), {"distinct": False})
+
+    G_all, D_all = vmap(g_one), vmap(d_one)
+    z_dim = Gs[0].cfg.z_dim
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    z_fixed = torch.stack(
+        [
+            torch.randn(n_snapshot, z_dim, generator=torch.Generator().manual_seed(s + 1))
+            for s in seeds
+        ]
+    )
+    opt_g = torch.optim.Adam(g_params.values(), lr=lr, betas=betas)
+    opt_d = torch.optim.Adam(d_params.values(), lr=lr_d, betas=betas)
+    snapshots: list[list[dict[str, Any]]] = [[] for _ in range(M)]
+    r_ds: list[list[float]] = [[] for _ in range(M)]
+    clean = torch.full((batch_size,), -1, dtype=torch.long)
+    for step in range(1, steps + 1):
+        real, z = [], []
+        for sampler, g in zip(samplers, gens):  # train_gan's order: the batch, then z
+            real.append(sampler(batch_size, g))
+            z.append(torch.randn(batch_size, z_dim, generator=g))
+        fake = G_all(g_params, g_buffers, torch.stack(z))  # (M, B, D)
+        t, y_real, y_fake = [], [], []
+        for m, (diffusion, g) in enumerate(zip(diffusions, gens)):
+            if diffusion is None:
+                t.append(clean), y_real.append(real[m]), y_fake.append(fake[m])
+                continue
+            t.append(diffusion.sample_t(batch_size, g))
+            y_real.append(diffusion.diffuse(real[m], t[m], g))
+            y_fake.append(diffusion.diffuse(fake[m], t[m], g))
+        t_all, y_real_all, y_fake_all = torch.stack(t), torch.stack(y_real), torch.stack(y_fake)
+        real_logits = D_all(d_params, d_buffers, y_real_all, t_all)  # (M, B)
+        fake_logits = D_all(d_params, d_buffers, y_fake_all.detach(), t_all)
+        loss_d = F.softplus(-real_logits).mean(1) + F.softplus(fake_logits).mean(1)  # eq. 3, (M,)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.sum().backward()
+        opt_d.step()
+        loss_g = F.softplus(-D_all(d_params, d_buffers, y_fake_all, t_all)).mean(1)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.sum().backward()
+        opt_g.step()
+        signs = torch.sign(real_logits.detach()).mean(1)
+        for m, diffusion in enumerate(diffusions):
+            if diffusion is not None:
+                diffusion.observe(real_logits[m])
+            r_ds[m].append(float(signs[m]))
+        if step % every == 0 or step == steps:
+            with torch.no_grad():
+                samples = G_all(g_params, g_buffers, z_fixed)
+            for m, diffusion in enumerate(diffusions):
+                snapshots[m].append(
+                    {
+                        "step": step,
+                        "T": diffusion.T if diffusion is not None else 0,
+                        "samples": samples[m],
+                        "r_d_mean": sum(r_ds[m]) / len(r_ds[m]),
+                        "loss_d": float(loss_d[m].detach()),
+                        "loss_g": float(loss_g[m].detach()),
+                        "r_d": r_ds[m][-1],
+                    }
+                )
+                r_ds[m].clear()
+    with torch.no_grad():
+        for m, (G, D) in enumerate(pairs):
+            for name, p in G.named_parameters():
+                p.copy_(g_params[name][m])
+            for name, p in D.named_parameters():
+                p.copy_(d_params[name][m])
+    return [GANRun(G, D, snaps) for (G, D), snaps in zip(pairs, snapshots)]
 
 
 def check_run(G: nn.Module, data: Callable, betas: tuple, seed: int, n_snapshot: int) -> None:

@@ -386,3 +386,49 @@ def sprites_video(
     )
     model.requires_grad_(False)
     return model, sched, dict(frames=frames, size=size)
+
+
+# -- chapter 07's regime: a class-conditional digits U-Net at a chosen budget and width --------
+def digits_cfg_budget(
+    profile: Profile,
+    *,
+    steps: int,
+    base_channels: int = 16,
+    size: int = 16,
+    p_uncond: float = 0.2,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    seed: int | None = None,
+) -> tuple[nn.Module, DiscreteSchedule]:
+    """`digits_cfg` with the budget and width as arguments (Ho & Salimans 2022, Alg. 1).
+
+    Label dropout with ``p_uncond``, L_simple, linear schedule, T = 1000; a U-Net of one level
+    pair (1, 2) x ``base_channels``, one ResBlock a level, no attention, ten classes plus the null
+    class. Chapter 07 and `bench.sweep_cfg` train through it, so a row of the sweep is a chapter
+    regime. Returns (EMA model in eval mode on ``profile.device``, its schedule).
+    """
+    from diffnotes.util import check_int
+
+    p_uncond = check_in(p_uncond, "p_uncond", 0, 1, "()")
+    _check_size(size)
+    seed = _seed(profile, seed)
+    sched = get_schedule("linear", 1000)
+    cfg = UNetConfig(
+        image_size=size,
+        base_channels=check_int(base_channels, "base_channels", 8),
+        num_res_blocks=1,
+        attention_resolutions=(),
+        dropout=0.0,
+        num_classes=10,
+    )
+    hp = dict(steps=check_int(steps, "steps", 1), batch_size=batch_size, lr=lr)
+    return fit_cached(
+        f"recipes/digits_cfg_budget_{size}",
+        dict(data=f"digits{size}/all", p_uncond=p_uncond, T=1000, unet=asdict(cfg)),
+        lambda: UNet(cfg),
+        eps_loss(sched, "simple", p_uncond=p_uncond),
+        _labelled_digits(profile, size),
+        profile=profile,
+        seed=seed,
+        **hp,
+    ), sched

@@ -135,9 +135,16 @@ class _TimeDiscriminator(_Part):
         ch = self.encoder.out_channels
         self.head = nn.Sequential(*pooled_head(cfg.num_groups, ch), nn.Linear(ch, 1))
 
-    def _logits(self, inputs: list[torch.Tensor], t: torch.Tensor) -> torch.Tensor:
+    def _logits(
+        self, inputs: list[torch.Tensor], t: torch.Tensor, distinct: bool = False
+    ) -> torch.Tensor:
         b = inputs[0].shape[0]
-        emb = self.time_embed(as_time(t, b, inputs[0].device))
+        t = as_time(t, b, inputs[0].device)
+        if distinct:  # a batch holds few distinct t: embed each once, then gather (B, E)
+            levels, index = torch.unique(t, return_inverse=True)
+            emb = self.time_embed(levels)[index]
+        else:
+            emb = self.time_embed(t)
         h = torch.cat(inputs, dim=1)
         if self.cfg.kind == "mlp":
             return self.net(h, emb)[:, 0]
@@ -150,9 +157,10 @@ class Discriminator(_TimeDiscriminator):
     def __init__(self, cfg: GANConfig | None = None, **overrides: object):
         super().__init__(make_config(cfg, GANConfig, overrides), parts=1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, *, distinct: bool = True) -> torch.Tensor:
+        """``distinct``: embed each distinct t once (the same logits; off under torch.func.vmap)."""
         check_input(x, _data_shape(self.cfg))
-        return self._logits([x], t)
+        return self._logits([x], t, distinct=distinct)
 
 
 class DDGANDiscriminator(_TimeDiscriminator):
