@@ -466,7 +466,8 @@ def point_mass_js(theta: Tensor, noise_std: float, *, n_grid: int = 4001) -> Ten
     check_number(noise_std, "noise_std", minimum=0.0)
     check_int(n_grid, "n_grid", 3)
     if noise_std == 0:
-        return torch.where(theta == 0, 0.0, math.log(2.0)).to(theta.dtype) + 0 * theta
+        # full_like keeps float64: a float32 log 2 would be off by 3e-8
+        return torch.full_like(theta, math.log(2.0)).masked_fill(theta == 0, 0.0) + 0 * theta
     lo = torch.minimum(theta.min().detach(), torch.tensor(0.0)) - 10 * noise_std
     hi = torch.maximum(theta.max().detach(), torch.tensor(0.0)) + 10 * noise_std
     y = torch.linspace(float(lo), float(hi), n_grid, dtype=torch.float64)
